@@ -128,5 +128,6 @@ def console_script(func):
         prog = Path(sys.argv[0]).name or func.__name__
         parsed = vars(anno_parser(func, prog=prog).parse_args([_underscore_option(a) for a in sys.argv[1:]]))
         for extra in ("pdb", "xtra"): parsed.pop(extra, None)
-        return func(**parsed)
+        func(**parsed)  # a console entry point exits with sys.exit(return value): keep it 0 on success
+        return None
     return run

@@ -12,36 +12,40 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 from fastcore.basics import patch
-from fastcore.script import Param, call_parse
+from fastcore.script import Param
 from lhotse import CutSet
 from lhotse.cut import Cut
 from sklearn.cluster import MiniBatchKMeans
 from tqdm.auto import tqdm
 
-from .core import Config, FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, num_frames
+from .core import Config, FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, console_script, num_frames
 from .data import attach_labels, cut_labels, load_wave, pad_collate, use_soundfile_backend
 from .features import FbankConfig, FeatureFn, MfccConfig
+from .presets import LayerFeatures, layer_feature_fn, load_pretrained
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'KMeansConfig', 'feature_fn_for', 'iter_features', 'plan_sample', 'dump_features', 'fit_kmeans',
-           'nearest_centroid', 'KMeansLabeler', 'phone_items', 'frame_phones', 'phone_vocab', 'UnitQuality',
-           'cooccurrence', 'unit_quality', 'evaluate_labels', 'plot_cooccurrence', 'plot_units', 'kmeans_cli']
+__all__ = ['log', 'KMeansConfig', 'feature_fn_for', 'load_layer_features', 'config_feature_fn', 'iter_features', 'plan_sample',
+           'dump_features', 'fit_kmeans', 'nearest_centroid', 'KMeansLabeler', 'phone_items', 'frame_phones',
+           'phone_vocab', 'UnitQuality', 'cooccurrence', 'unit_quality', 'evaluate_labels', 'plot_cooccurrence',
+           'plot_units', 'kmeans_cli']
 
 # %% ../nbs/09_kmeans.ipynb #ce4a0b6f
 @dataclass
 class KMeansConfig(Config):
     "Settings of k-means unit discovery: the features, the dump, and MiniBatchKMeans (fairseq's defaults)."
     k: int = 100                    # clusters: 100 on MFCC (iteration 1), 500 on a model layer (iteration 2)
-    feature: str = "mfcc"           # name of the features: "mfcc" or "fbank" (see `feature_fn_for`)
+    feature: str = "mfcc"           # "mfcc" or "fbank" (see `feature_fn_for`), or "layer": a layer of `checkpoint`
+    checkpoint: str | None = None   # iteration 2: the model checkpoint whose layer was clustered (absolute path)
+    layer: int | None = None        # iteration 2: that layer (0 = projected frontend output)
     fraction: float = 0.1           # fraction of frames (or utterances) dumped for fitting
     sample: str = "frames"          # "frames": each frame kept with probability `fraction`; "utterances": whole cuts
     max_bytes: int = 2**31          # cap on the dumped float32 array (2 GiB)
     seed: int = 0                   # seeds the dump and the k-means
     init: str = "k-means++"
     n_init: int = 20                # k-means++ seedings tried; the best one is run
-    init_size: int | None = None    # frames per seeding; None: 3 * batch_size (or 3 * k if larger)
+    init_size: int | None = None    # frames per seeding; None: 3 * batch_size, or 3 * k when 3 * batch_size < k
     max_iter: int = 100             # passes over the dump
     batch_size: int = 10_000        # frames per mini-batch
     tol: float = 0.0                # 0: no early stop on centroid movement
@@ -54,6 +58,9 @@ class KMeansConfig(Config):
         if self.sample not in ("frames", "utterances"):
             raise ValueError(f"sample must be 'frames' or 'utterances', got {self.sample!r}")
         if self.max_bytes <= 0: raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
+        if (self.feature == "layer") != (self.checkpoint is not None) or (self.checkpoint is None) != (self.layer is None):
+            raise ValueError(f"feature 'layer' goes with a checkpoint and a layer, and only with them: got feature="
+                             f"{self.feature!r}, checkpoint={self.checkpoint!r}, layer={self.layer!r}")
 
 # %% ../nbs/09_kmeans.ipynb #81577e95
 def feature_fn_for(name: str) -> Callable:
@@ -71,6 +78,27 @@ def _count(cuts) -> int | None:
     "len(cuts), or None where it is unknown."
     try: return len(cuts)
     except (TypeError, AttributeError, NotImplementedError): return None  # a lazy CutSet may not know its length
+
+# %% ../nbs/09_kmeans.ipynb #88b7bdeb
+def load_layer_features(checkpoint, # a checkpoint written by presets.save_pretrained or the trainer
+                        layer: int, # 0 = projected frontend output, 1..num_layers = encoder layers
+                        device: str | torch.device = "cpu",
+                       ) -> LayerFeatures: # (waves, lens) -> (feats (B, T, D), lens), with .dim
+    "The features of one layer of a saved model, with clear errors for a bad file or layer."
+    path = Path(checkpoint)
+    if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
+    try: model = load_pretrained(path, device)
+    except Exception as e:
+        raise ValueError(f"cannot load a model from checkpoint {path} ({type(e).__name__}: {e}); expected a file written "
+                         f"by presets.save_pretrained or the trainer") from e
+    try: return layer_feature_fn(model, layer)
+    except ValueError as e: raise ValueError(f"checkpoint {path}: {e}") from None
+
+def config_feature_fn(cfg: KMeansConfig, # the config that made (or will make) the units
+                      device: str | torch.device = "cpu",
+                     ) -> Callable:
+    "The features a config names: its checkpoint's layer for feature 'layer', else `feature_fn_for(cfg.feature)`."
+    return load_layer_features(cfg.checkpoint, cfg.layer, device) if cfg.feature == "layer" else feature_fn_for(cfg.feature)
 
 # %% ../nbs/09_kmeans.ipynb #3bfd7f04
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -273,11 +301,11 @@ def load(cls: KMeansLabeler, out_dir) -> KMeansLabeler:
 
 @patch
 def label_cuts(self: KMeansLabeler, cuts: CutSet, # cuts to label
-               feature_fn: Callable | None = None, # default: the config's named feature
+               feature_fn: Callable | None = None, # default: the config's features (`config_feature_fn`)
                batch_size: int = 16, device: str | torch.device = "cpu", progress: bool = True,
               ) -> CutSet: # the cuts with labels in custom["kmeans"]
     "Label every frame of every cut and store the labels in the cuts (data notebook's format)."
-    feature_fn = feature_fn or feature_fn_for(self.config.feature)
+    feature_fn = feature_fn or config_feature_fn(self.config, device)
     labels = {c.id: self(f, device).numpy() for c, f in iter_features(cuts, feature_fn, batch_size, device, progress, "label")}
     return attach_labels(cuts if isinstance(cuts, CutSet) else CutSet.from_cuts(cuts), labels, num_classes=self.k)
 
@@ -413,10 +441,19 @@ def plot_units(cut: Cut, # a cut with a phone alignment
     return ax
 
 # %% ../nbs/09_kmeans.ipynb #6f15e2f2
-@call_parse
+def _nonempty_manifest(path: Path) -> Path:
+    "Check that a cuts manifest exists and holds at least one cut, without reading it all."
+    if not path.is_file(): raise FileNotFoundError(f"cuts manifest {path} does not exist")
+    cuts = CutSet.from_jsonl_lazy(path) if ".jsonl" in path.suffixes else CutSet.from_file(path)
+    if next(iter(cuts), None) is None: raise ValueError(f"cuts manifest {path} holds no cuts")
+    return path
+
+@console_script
 def kmeans_cli(cuts: str, # cuts manifest to fit on, e.g. corpus/train_cuts.jsonl.gz
                out: str = "kmeans", # output folder: centroids.pt, kmeans.yaml, labelled manifests, metrics.json
-               feature: str = "mfcc", # "mfcc" (39-dim) or "fbank" (80-dim log-mel), one frame per 20 ms
+               feature: str = None, # "mfcc" (39-dim, the default) or "fbank" (80-dim log-mel); not with --checkpoint
+               checkpoint: str = None, # iteration 2: a model checkpoint whose --layer gives the features
+               layer: int = None, # iteration 2: the layer (0 = projected frontend output, 1..num_layers)
                k: int = 100, # clusters
                fraction: float = 0.1, # fraction of frames (or utterances) to fit on
                sample: str = "frames", # "frames" or "utterances"
@@ -430,13 +467,17 @@ def kmeans_cli(cuts: str, # cuts manifest to fit on, e.g. corpus/train_cuts.json
                quiet: bool = False, # no progress bars
               ) -> dict: # manifest file name -> unit quality (None without phone alignments)
     "Fit k-means units on a cuts manifest, label it and the --label manifests, save centroids, print unit quality."
-    cfg = KMeansConfig(k=k, feature=feature, fraction=fraction, sample=sample, max_bytes=max_bytes, seed=seed,
-                       n_init=n_init, max_iter=max_iter)
-    fn, out, paths = feature_fn_for(feature), Path(out), [Path(cuts), *map(Path, label or [])]
+    if (checkpoint is None) != (layer is None): raise ValueError("--checkpoint and --layer go together: give both or neither")
+    if checkpoint is not None and feature is not None: raise ValueError(f"--feature {feature} and --checkpoint exclude each other")
+    cfg = KMeansConfig(k=k, feature="layer" if checkpoint else feature or "mfcc", fraction=fraction, sample=sample,
+                       max_bytes=max_bytes, seed=seed, n_init=n_init, max_iter=max_iter, layer=layer,
+                       checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
+    out, paths = Path(out), [Path(cuts), *map(Path, label or [])]
     for p in paths:
-        if not p.exists(): raise FileNotFoundError(f"cuts manifest {p} does not exist")
+        _nonempty_manifest(p)
         if (out / p.name).resolve() == p.resolve(): raise ValueError(f"writing labels to {out / p.name} would overwrite the input")
     if len({p.name for p in paths}) < len(paths): raise ValueError(f"manifests must have distinct file names: {paths}")
+    fn = config_feature_fn(cfg, device)  # loads the checkpoint, checks the layer: before any audio is read
     t0 = time.time()
     feats = dump_features(CutSet.from_file(paths[0]), fn, cfg, batch_size, device, not quiet)
     print(f"dumped {len(feats)} frames x {feats.shape[1]} dims ({feats.nbytes / 2**20:.1f} MiB) in {time.time() - t0:.1f} s")
@@ -452,3 +493,5 @@ def kmeans_cli(cuts: str, # cuts manifest to fit on, e.g. corpus/train_cuts.json
         print(f"{p.name}: labels in {out / p.name}; " + (str(q) if q else "no phone alignments, no unit quality"))
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     return results
+
+if __name__ == "__main__" and globals().get("__file__"): kmeans_cli()  # `python -m k2ssl_lit.kmeans`, not in a notebook
