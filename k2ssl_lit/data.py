@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #2bf819e3
 from __future__ import annotations
-import base64, dataclasses, logging, warnings
+import base64, dataclasses, itertools, logging, warnings
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,7 +15,7 @@ import torch
 from fastcore.basics import patch
 from lhotse import CutSet, Recording
 from lhotse.cut import Cut, MonoCut
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 from tqdm.auto import tqdm
 
 from .core import SAMPLE_RATE, FRAME_HOP, FRAME_WINDOW, console_script, num_frames, padding_mask
@@ -395,10 +395,16 @@ def make_sampler(cuts: CutSet, # training cuts (lazy for big corpora)
                  rank: int | None = None, # this rank
                  **kwargs, # anything else DynamicBucketingSampler takes (duration_bins, buffer_size, ...)
                 ) -> DynamicBucketingSampler:
-    "lhotse's DynamicBucketingSampler with k2SSL's defaults, for one rank of `world_size`."
-    if not cuts.is_lazy: num_buckets = max(2, min(num_buckets, len(cuts)))  # a toy set may have fewer cuts than buckets
+    "lhotse's DynamicBucketingSampler with k2SSL's defaults, for one rank of `world_size` (a plain one for a single cut)."
+    # a toy set may have fewer cuts than buckets; counting at most num_buckets cuts keeps a lazy manifest lazy
+    available = len(cuts) if not cuts.is_lazy else sum(1 for _ in itertools.islice(cuts, num_buckets))
+    num_buckets = min(num_buckets, available)
     with warnings.catch_warnings():  # lhotse advises lazy CutSets for speed; an eager one is fine when it fits
         warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+        if num_buckets < 2:  # bucketing needs two buckets of at least one cut each
+            if available == 0: raise ValueError("make_sampler: the CutSet is empty")
+            return DynamicCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                                     world_size=world_size, rank=rank)
         return DynamicBucketingSampler(cuts, max_duration=max_duration, num_buckets=num_buckets, shuffle=shuffle,
                                        drop_last=drop_last, seed=seed, world_size=world_size, rank=rank, **kwargs)
 
