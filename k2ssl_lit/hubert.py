@@ -110,13 +110,65 @@ def masked_group_norm(x: torch.Tensor, # (B, C, T) channel-first
     return out
 
 # %% ../nbs/07_hubert.ipynb #648def30
+def _tap_groups(k: int, s: int, C: int) -> list[tuple[int, int]]:
+    "(first column, width) of each group of at most `s` consecutive taps in a tap-major (k·C)-wide weight."
+    return [(q * s * C, min(s, k - q * s) * C) for q in range(-(-k // s))]
+
+def _windows(x: torch.Tensor, b: int, col: int, rows: int, width: int, stride: int) -> torch.Tensor:
+    "Rows `x[b, stride·t + col // C …]` of `width` numbers as a (rows, width) view of the contiguous (B, T, C) `x`."
+    T, C = x.shape[1:]
+    return x.as_strided((rows, width), (stride * C, 1), x.storage_offset() + b * T * C + col)
+
+class _StridedConv(torch.autograd.Function):
+    "Autograd of `conv1d_matmul`: matrix products over strided views of the channel-last input, no unfolded copy."
+    @staticmethod
+    def forward(ctx, x, weight, stride): # (B, T, C) contiguous, (C_out, C, k), int -> (B, T', C_out)
+        (B, T, C), (C_out, _, k) = x.shape, weight.shape
+        Tq = (T - k) // stride + 1
+        w = weight.permute(0, 2, 1).reshape(C_out, k * C)  # tap-major, as the windows
+        y = x.new_empty(B, Tq, C_out)
+        for b in range(B):
+            for i, (col, n) in enumerate(_tap_groups(k, stride, C)):
+                rows, wt = _windows(x, b, col, Tq, n, stride), w[:, col:col + n].t()
+                if i == 0: torch.mm(rows, wt, out=y[b])
+                else: y[b].addmm_(rows, wt)
+        ctx.save_for_backward(x, w)
+        ctx.stride, ctx.k = stride, k
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy): # (B, T', C_out) -> gradients of x and weight
+        x, w = ctx.saved_tensors
+        (B, T, C), s, k, gy = x.shape, ctx.stride, ctx.k, gy.contiguous()
+        Tq, groups = gy.shape[1], _tap_groups(ctx.k, ctx.stride, C)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            tiles = groups[0][1] == s * C  # the first group's rows cover frames 0 .. s·T' - 1 exactly once
+            gx = x.new_empty(B, T, C) if tiles else x.new_zeros(B, T, C)
+            if tiles: gx[:, s * Tq:].zero_()
+            for b in range(B):
+                for i, (col, n) in enumerate(groups):
+                    rows = _windows(gx, b, col, Tq, n, s)
+                    if i == 0 and tiles: torch.mm(gy[b], w[:, col:col + n], out=rows)
+                    else: rows.addmm_(gy[b], w[:, col:col + n])
+        if ctx.needs_input_grad[1]:
+            gw = w.new_zeros(w.shape)
+            for b in range(B):
+                for col, n in groups: gw[:, col:col + n].addmm_(gy[b].t(), _windows(x, b, col, Tq, n, s))
+            gw = gw.view(-1, k, C).permute(0, 2, 1).contiguous()  # back to (C_out, C, k)
+        return gx, gw, None
+
 def conv1d_matmul(x: torch.Tensor, # (B, T, C_in) channel-last (any strides)
                   weight: torch.Tensor, # (C_out, C_in, k), as in nn.Conv1d
                   stride: int,
                  ) -> torch.Tensor: # (B, (T - k) // stride + 1, C_out)
-    "Unpadded, bias-free Conv1d computed as one matrix product over the unfolded windows (im2col), channel-last."
-    windows = x.unfold(1, weight.shape[-1], stride)  # (B, T', C_in, k): the weight's (C_in, k) order
-    return windows.flatten(2) @ weight.flatten(1).t()
+    "Unpadded, bias-free Conv1d computed as matrix products over strided views of the windows, channel-last."
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):  # compute in the autocast dtype, as a plain matrix product would
+        x = x.to(torch.get_autocast_dtype(dev))
+    with torch.autocast(dev, enabled=False):
+        return _StridedConv.apply(x.contiguous(), weight.to(x.dtype), stride)
 
 # %% ../nbs/07_hubert.ipynb #b331a17e
 class WaveformCNN(Frontend):
@@ -143,12 +195,13 @@ class WaveformCNN(Frontend):
         if self.cfg.normalize_waveform: x = normalize_utterances(x, lengths)
         first = self.convs[0]
         h = first(x[:, None])  # (B, C, T1)
-        h = F.gelu(masked_group_norm(h, num_frames(lengths, first.kernel_size[0], first.stride[0]), self.group_norm))
+        h = masked_group_norm(h, num_frames(lengths, first.kernel_size[0], first.stride[0]), self.group_norm)
         impl = self.cfg.conv_impl
         if impl == "matmul" or (impl == "auto" and x.device.type == "cpu"):
-            h = h.transpose(1, 2).contiguous()  # channel-last from here on
+            h = F.gelu(h.transpose(1, 2).contiguous())  # channel-last from here on; GELU on contiguous memory
             for conv in self.convs[1:]: h = F.gelu(conv1d_matmul(h, conv.weight, conv.stride[0]))
             return h
+        h = F.gelu(h)
         for conv in self.convs[1:]: h = F.gelu(conv(h))
         return h.transpose(1, 2)
 
