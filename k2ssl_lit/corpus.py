@@ -56,11 +56,11 @@ def cache_dir() -> Path:
     "The package's cache folder: `$K2SSL_CACHE` or `~/.cache/k2ssl_lit`."
     return Path(os.environ.get("K2SSL_CACHE") or Path.home() / ".cache" / "k2ssl_lit")
 
-def _private_library_copy() -> str:
+def _private_library_copy(tag: str = "") -> str: # tag: a distinct copy for an engine beside another in one process
     "Path of our own copy of the wheel's eSpeak NG library (made once, shared by all processes)."
     import espeakng_loader
     src = Path(espeakng_loader.get_library_path())
-    dst = cache_dir() / "espeak" / f"libespeak-ng-{hashlib.sha1(src.read_bytes()).hexdigest()[:12]}.so"
+    dst = cache_dir() / "espeak" / f"libespeak-ng-{hashlib.sha1(src.read_bytes()).hexdigest()[:12]}{tag}.so"
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_suffix(f".{os.getpid()}.tmp")
@@ -84,6 +84,8 @@ class ESpeakSynth:
         import espeakng_loader
         self.data_path = str(data_path or espeakng_loader.get_data_path())
         self.lib_path = _private_library_copy()
+        if _is_loaded(self.lib_path):  # another live engine in this process (e.g. a notebook run earlier in it) holds it
+            self.lib_path = _private_library_copy(f"-{os.getpid()}-{id(self):x}")  # own copy, own static state
         self._callback = _SynthCallback(self._on_audio)  # keep a reference: C holds only a pointer
         self._lib, self._chunks, self._phones, self._known = None, [], [], {}
         self.sample_rate = self._reload()
