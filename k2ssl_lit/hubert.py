@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from .core import Config, num_frames, num_params, padding_mask
 
 # %% auto #0
-__all__ = ['normalize_utterances', 'masked_mean_square', 'Frontend', 'cnn_geometry', 'CNNConfig', 'masked_group_norm',
-           'conv1d_matmul', 'WaveformCNN', 'FbankFrontendConfig', 'FbankFrontend', 'ConvPositionalEmbedding',
-           'SelfAttention', 'TransformerLayer', 'HubertEncoderConfig', 'HubertEncoder', 'hubert_base', 'hubert_tiny',
-           'cnn_tiny', 'fbank_tiny']
+__all__ = ['normalize_utterances', 'masked_mean_square', 'scale_grad', 'Frontend', 'cnn_geometry', 'CNNConfig',
+           'masked_group_norm', 'conv1d_matmul', 'WaveformCNN', 'FbankFrontendConfig', 'FbankFrontend',
+           'ConvPositionalEmbedding', 'SelfAttention', 'TransformerLayer', 'HubertEncoderConfig', 'HubertEncoder',
+           'hubert_base', 'hubert_large', 'cnn_large', 'hubert_tiny', 'cnn_tiny', 'fbank_tiny',
+           'hubert_state_from_torchaudio']
 
 # %% ../nbs/07_hubert.ipynb #e31662b9
 def normalize_utterances(x: torch.Tensor, # (B, T) or (B, T, C), time on dim 1
@@ -39,9 +40,21 @@ def masked_mean_square(x: torch.Tensor, # (B, T, C)
     valid = (~pad)[..., None].float()
     return (x.float().pow(2) * valid).sum() / (valid.sum() * x.shape[-1]).clamp(min=1)
 
+# %% ../nbs/07_hubert.ipynb #1cc1129d
+class _GradScale(torch.autograd.Function):
+    "Identity forward; the gradient times `scale` backward."
+    @staticmethod
+    def forward(ctx, x, scale): ctx.scale = scale; return x.clone()
+    @staticmethod
+    def backward(ctx, grad): return grad * ctx.scale, None
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    "Identity in the forward pass; multiplies the gradient by `scale` in the backward pass (fairseq's GradMultiply)."
+    return x if scale == 1.0 else _GradScale.apply(x, scale)
+
 # %% ../nbs/07_hubert.ipynb #711304f0
 class Frontend(nn.Module):
-    "Base of the frontends: input checks, LayerNorm, padding and the feature penalty around a subclass's `features`."
+    "Base of the frontends: input checks, gradient scale, feature penalty, LayerNorm and padding around `features`."
     out_dim: int
     input_dims: int  # 2 for (B, N) waveforms, 3 for (B, T, F) features
 
@@ -69,10 +82,11 @@ class Frontend(nn.Module):
     def forward(self, x: torch.Tensor, # (B, N) waveform or (B, T', F) features, as the subclass expects
                 lengths: torch.Tensor | None = None, # (B,) valid input steps; None: all of x
                 return_penalty: bool = False, # also return the feature penalty
+                grad_mult: float = 1.0, # gradient scale into the layers below the LayerNorm (feature_grad_mult)
                ): # (B, T, out_dim) frames, (B,) frame counts[, penalty]
         "LayerNorm-ed 50 Hz frames (zero beyond each end), their counts and, if asked, the feature penalty."
         lengths = self.check_input(x, lengths)
-        feats = self.features(x, lengths)  # (B, T, out_dim) before the LayerNorm
+        feats = scale_grad(self.features(x, lengths), grad_mult)  # (B, T, out_dim): scale, then penalty and LayerNorm
         out_lengths = self.output_lengths(lengths)
         pad = padding_mask(out_lengths, feats.shape[1])
         out = self.layer_norm(feats).masked_fill(pad[..., None], 0.0)
@@ -90,11 +104,13 @@ def cnn_geometry(kernels: tuple[int, ...], # kernel of each unpadded conv layer
 # %% ../nbs/07_hubert.ipynb #018393ee
 @dataclass
 class CNNConfig(Config):
-    "HuBERT's waveform CNN: 16 kHz samples in, 50 Hz frames of `channels` features out. Defaults are HuBERT's."
+    "HuBERT's waveform CNN: 16 kHz samples in, 50 Hz frames of `channels` features out. Defaults are HuBERT Base's."
     channels: int = 512                                # channels of every conv layer, and out_dim
     kernels: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)  # kernel of each conv layer
     strides: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)   # stride of each conv layer
-    normalize_waveform: bool = False                   # zero mean, unit variance per utterance first
+    normalize_waveform: bool = False                   # zero mean, unit variance per utterance first (k2SSL: on)
+    extractor_mode: str = "group_norm"                 # "group_norm" (first layer; Base) or "layer_norm" (every layer; Large)
+    conv_bias: bool = False                            # a bias in every conv layer
     conv_impl: str = "auto"                            # "matmul", "conv1d" (the plain reference) or "auto"
 
 # %% ../nbs/07_hubert.ipynb #44e6f205
@@ -182,27 +198,41 @@ class WaveformCNN(Frontend):
                              f"of {self.hop} samples; the 50 Hz frame rule (core.num_frames) needs 400 and 320")
         if cfg.conv_impl not in ("auto", "matmul", "conv1d"):
             raise ValueError(f"conv_impl must be 'auto', 'matmul' or 'conv1d', got {cfg.conv_impl!r}")
+        if cfg.extractor_mode not in ("group_norm", "layer_norm"):
+            raise ValueError(f"extractor_mode must be 'group_norm' or 'layer_norm', got {cfg.extractor_mode!r}")
         self.cfg, self.out_dim, C = cfg, cfg.channels, cfg.channels
         ins = (1,) + (C,) * (len(cfg.kernels) - 1)
-        self.convs = nn.ModuleList(nn.Conv1d(i, C, k, s, bias=False) for i, k, s in zip(ins, cfg.kernels, cfg.strides))
+        self.convs = nn.ModuleList(nn.Conv1d(i, C, k, s, bias=cfg.conv_bias)
+                                   for i, k, s in zip(ins, cfg.kernels, cfg.strides))
         for conv in self.convs: nn.init.kaiming_normal_(conv.weight)
-        self.group_norm = nn.GroupNorm(C, C)  # first layer only: one group per channel, over time
+        if cfg.extractor_mode == "group_norm":
+            self.group_norm = nn.GroupNorm(C, C)  # first layer only: one group per channel, over time
+        else:
+            self.conv_norms = nn.ModuleList(nn.LayerNorm(C) for _ in cfg.kernels)  # every layer, over channels
         self.layer_norm = nn.LayerNorm(C)
 
     def output_lengths(self, lengths): return num_frames(lengths, self.window, self.hop)  # floor((N - 400)/320) + 1
+
+    def _norm(self, i, h, channel_last=True): # the LayerNorm of layer i in "layer_norm" mode, else nothing
+        if self.cfg.extractor_mode != "layer_norm": return h
+        return self.conv_norms[i](h) if channel_last else self.conv_norms[i](h.transpose(1, 2)).transpose(1, 2)
 
     def features(self, x, lengths): # (B, N), (B,) -> (B, T, C) before the LayerNorm
         if self.cfg.normalize_waveform: x = normalize_utterances(x, lengths)
         first = self.convs[0]
         h = first(x[:, None])  # (B, C, T1)
-        h = masked_group_norm(h, num_frames(lengths, first.kernel_size[0], first.stride[0]), self.group_norm)
+        if self.cfg.extractor_mode == "group_norm":
+            h = masked_group_norm(h, num_frames(lengths, first.kernel_size[0], first.stride[0]), self.group_norm)
         impl = self.cfg.conv_impl
         if impl == "matmul" or (impl == "auto" and x.device.type == "cpu"):
-            h = F.gelu(h.transpose(1, 2).contiguous())  # channel-last from here on; GELU on contiguous memory
-            for conv in self.convs[1:]: h = F.gelu(conv1d_matmul(h, conv.weight, conv.stride[0]))
+            h = F.gelu(self._norm(0, h.transpose(1, 2).contiguous()))  # channel-last from here on, contiguous
+            for i, conv in enumerate(self.convs[1:], 1):
+                h = conv1d_matmul(h, conv.weight, conv.stride[0])
+                if conv.bias is not None: h = h + conv.bias
+                h = F.gelu(self._norm(i, h))
             return h
-        h = F.gelu(h)
-        for conv in self.convs[1:]: h = F.gelu(conv(h))
+        h = F.gelu(self._norm(0, h, channel_last=False))
+        for i, conv in enumerate(self.convs[1:], 1): h = F.gelu(self._norm(i, conv(h), channel_last=False))
         return h.transpose(1, 2)
 
     def check_input(self, x, lengths):
@@ -369,6 +399,15 @@ def hubert_base() -> HubertEncoderConfig:
     "HuBERT Base's encoder: 12 layers, 768 dims, FFN 3072, 12 heads, layer drop 0.05 (the config defaults)."
     return HubertEncoderConfig()
 
+def hubert_large() -> HubertEncoderConfig:
+    "HuBERT Large's encoder: 24 pre-LN layers of 1024 dims, FFN 4096, 16 heads, no dropout (torchaudio's hubert_pretrain_large)."
+    return HubertEncoderConfig(dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, dropout=0.0, attention_dropout=0.0,
+                               activation_dropout=0.0, layer_drop=0.0, layer_norm_first=True)
+
+def cnn_large() -> CNNConfig:
+    "HuBERT Large's waveform CNN: a LayerNorm in every layer, on a per-utterance normalised waveform, no conv bias."
+    return CNNConfig(extractor_mode="layer_norm", normalize_waveform=True)
+
 def hubert_tiny() -> HubertEncoderConfig:
     "A CPU-sized encoder (about 2M parameters) with settings chosen for toy-scale runs: 4 layers of 192 dims, no dropout."
     return HubertEncoderConfig(dim=192, num_layers=4, num_heads=4, ffn_dim=768, dropout=0.0, attention_dropout=0.0,
@@ -381,3 +420,48 @@ def cnn_tiny() -> CNNConfig:
 def fbank_tiny() -> FbankFrontendConfig:
     "A 192-channel fbank frontend, for toy-scale runs."
     return FbankFrontendConfig(channels=192)
+
+# %% ../nbs/07_hubert.ipynb #d144f207
+_TA_LAYER = {"attention.out_proj": "attention.out", "layer_norm": "attention_norm", "final_layer_norm": "ffn_norm",
+             "feed_forward.intermediate_dense": "ffn.0", "feed_forward.output_dense": "ffn.3"}  # torchaudio -> ours
+
+def hubert_state_from_torchaudio(state_dict: dict, # of a torchaudio Wav2Vec2Model or HuBERTPretrainModel
+                                ) -> dict[str, torch.Tensor]: # in the SSL model's names: frontend., proj., encoder., ...
+    "Rename torchaudio's HuBERT weights onto ours, q/k/v joined; a missing or left-over tensor is an error naming it."
+    sd = {k.removeprefix("wav2vec2."): v for k, v in state_dict.items()}
+    used = set()
+    def get(src, dst):
+        if src not in sd: raise ValueError(f"the torchaudio state_dict lacks {src!r}, needed for our {dst!r}")
+        used.add(src); return sd[src]
+    fe, tr, out = "feature_extractor.conv_layers", "encoder.transformer", {}
+    n_conv = len({k.split(".")[2] for k in sd if k.startswith(fe + ".")})
+    n_layers = len({k.split(".")[3] for k in sd if k.startswith(tr + ".layers.")})
+    if not n_conv or not n_layers: raise ValueError("not a torchaudio HuBERT state_dict: no CNN layers or no Transformer layers")
+    layer_norm_mode, bias = f"{fe}.1.layer_norm.weight" in sd, f"{fe}.0.conv.bias" in sd
+    for i in range(n_conv):
+        out[f"frontend.convs.{i}.weight"] = get(f"{fe}.{i}.conv.weight", f"frontend.convs.{i}.weight")
+        if bias: out[f"frontend.convs.{i}.bias"] = get(f"{fe}.{i}.conv.bias", f"frontend.convs.{i}.bias")
+        if layer_norm_mode or i == 0:
+            norm = f"frontend.conv_norms.{i}" if layer_norm_mode else "frontend.group_norm"
+            for p in ("weight", "bias"): out[f"{norm}.{p}"] = get(f"{fe}.{i}.layer_norm.{p}", f"{norm}.{p}")
+    pos = f"{tr}.pos_conv_embed.conv"
+    g, v = ((f"{pos}.parametrizations.weight.original{j}" for j in (0, 1)) if f"{pos}.parametrizations.weight.original0" in sd
+            else (f"{pos}.weight_g", f"{pos}.weight_v"))  # older torchaudio: the weight_norm hook's names
+    out["encoder.pos_conv.weight_g"], out["encoder.pos_conv.weight_v"] = get(g, "encoder.pos_conv.weight_g"), get(v, "encoder.pos_conv.weight_v")
+    renames = {"encoder.feature_projection.layer_norm": "frontend.layer_norm", "encoder.feature_projection.projection": "proj",
+               f"{pos}": "encoder.pos_conv", f"{tr}.layer_norm": "encoder.layer_norm"}
+    for i in range(n_layers):
+        renames.update({f"{tr}.layers.{i}.{a}": f"encoder.layers.{i}.{b}" for a, b in _TA_LAYER.items()})
+        for p in ("weight", "bias"):
+            dst = f"encoder.layers.{i}.attention.qkv.{p}"
+            out[dst] = torch.cat([get(f"{tr}.layers.{i}.attention.{x}_proj.{p}", dst) for x in "qkv"])
+    if any(k.startswith("logit_generator.") for k in sd):
+        renames["logit_generator.final_proj"] = "head.proj"
+        out["head.class_emb"] = get("logit_generator.label_embeddings", "head.class_emb")
+    if "mask_generator.mask_embedding" in sd: out["mask_emb"] = get("mask_generator.mask_embedding", "mask_emb")
+    for src, dst in renames.items():
+        for p in ("weight", "bias"):
+            if src == pos and p == "weight": continue  # the weight-normalised kernel, done above
+            out[f"{dst}.{p}"] = get(f"{src}.{p}", f"{dst}.{p}")
+    if left := sorted(set(sd) - used): raise ValueError(f"torchaudio tensors with no counterpart here: {left}")
+    return out
