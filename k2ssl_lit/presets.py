@@ -15,7 +15,7 @@ import torch.nn as nn
 from .core import Config, num_frames, num_params
 from .features import FbankConfig, fbank
 from .hubert import (CNNConfig, FbankFrontend, FbankFrontendConfig, HubertEncoder, HubertEncoderConfig,
-                              WaveformCNN, cnn_tiny, fbank_tiny, hubert_base, hubert_tiny)
+                              WaveformCNN, cnn_large, cnn_tiny, fbank_tiny, hubert_base, hubert_large, hubert_tiny)
 from .masking import MaskConfig
 from .ssl import SSLConfig, SSLModel
 from .zipformer import ZipformerConfig, ZipformerEncoder, zipformer_base, zipformer_large, zipformer_tiny
@@ -41,6 +41,7 @@ class WaveformFbankFrontend(nn.Module):
     def forward(self, x: torch.Tensor, # (B, N) waveforms
                 lengths: torch.Tensor | None = None, # (B,) valid samples; None: all of x
                 return_penalty: bool = False, # also return the feature penalty
+                grad_mult: float = 1.0, # gradient scale into the conv layers (feature_grad_mult)
                ): # (B, T, channels) frames, (B,) frame counts[, penalty]
         "Fbank in float32, then the fbank frontend; the same outputs as `FbankFrontend.forward`."
         if x.dim() != 2: raise ValueError(f"WaveformFbankFrontend expects (B, N) waveforms, got shape {tuple(x.shape)}")
@@ -48,7 +49,7 @@ class WaveformFbankFrontend(nn.Module):
             raise ValueError(f"WaveformFbankFrontend: waveforms of {x.shape[1]} samples are shorter than one frame (400)")
         with torch.autocast(x.device.type, enabled=False):
             feats, frame_lens = fbank(x.float(), lengths, self.fbank_config)
-        return self.fbank(feats, frame_lens, return_penalty)
+        return self.fbank(feats, frame_lens, return_penalty, grad_mult)
 
 # %% ../nbs/08a_presets.ipynb #de908588
 ENCODERS, FRONTENDS = ("zipformer", "hubert"), ("cnn", "fbank")
@@ -74,21 +75,41 @@ class ModelConfig(Config):
 
 # %% ../nbs/08a_presets.ipynb #e2fd61e8
 def _toy_objective(num_classes: int) -> SSLConfig:
-    "SSL settings that learn at toy scale on a CPU (DESIGN §7); not the papers' settings."
+    "SSL settings that learn at toy scale on a CPU (this project's trials); not any recipe's settings."
     return SSLConfig(num_classes=num_classes, head="linear", mask=MaskConfig(mask_prob=0.5), unmasked_weight=0.3,
-                     feature_grad_mult=1.0)
+                     feature_grad_mult=1.0, dropout_input=0.1)
 
-def _paper_objective(num_classes: int, head: str) -> SSLConfig:
-    "The papers' SSL settings: mask probability 0.8, masked frames only, CNN gradient × 0.1."
-    return SSLConfig(num_classes=num_classes, head=head, mask=MaskConfig(mask_prob=0.8), unmasked_weight=0.0,
-                     feature_grad_mult=0.1)
+def _k2ssl_objective(num_classes: int) -> SSLConfig:
+    "icefall's k2SSL recipes: linear head, mask probability 0.65, masked frames only, full CNN gradient, no input dropout."
+    return SSLConfig(num_classes=num_classes, head="linear", mask=MaskConfig(mask_prob=0.65), unmasked_weight=0.0,
+                     feature_penalty=10.0, feature_grad_mult=1.0, dropout_input=0.0)
 
-PRESETS = {  # name -> (encoder, its config, default frontend, toy-scale objective?)
-    "zipformer_tiny": ("zipformer", zipformer_tiny, "fbank", True),
-    "zipformer_base": ("zipformer", zipformer_base, "cnn", False),
-    "zipformer_large": ("zipformer", zipformer_large, "cnn", False),
-    "hubert_tiny": ("hubert", hubert_tiny, "fbank", True),
-    "hubert_base": ("hubert", hubert_base, "cnn", False),
+def _hubert_base_objective(num_classes: int) -> SSLConfig:
+    "fairseq's HuBERT Base: cosine head (256), mask probability 0.8, masked frames only, CNN gradient × 0.1, input dropout 0.1."
+    return SSLConfig(num_classes=num_classes, head="cosine", final_dim=256, mask=MaskConfig(mask_prob=0.8),
+                     unmasked_weight=0.0, feature_penalty=10.0, feature_grad_mult=0.1, dropout_input=0.1)
+
+def _hubert_large_objective(num_classes: int) -> SSLConfig:
+    "fairseq's HuBERT Large: cosine head (768), mask probability 0.8, masked frames only, full CNN gradient, no input dropout."
+    return SSLConfig(num_classes=num_classes, head="cosine", final_dim=768, mask=MaskConfig(mask_prob=0.8),
+                     unmasked_weight=0.0, feature_penalty=10.0, feature_grad_mult=1.0, dropout_input=0.0)
+
+def _cnn_normalized() -> CNNConfig:
+    "HuBERT Base's CNN on a per-utterance normalised waveform, as icefall's k2SSL recipes feed it."
+    return CNNConfig(normalize_waveform=True)
+
+def _hubert_base_k2ssl() -> HubertEncoderConfig:
+    "HuBERT Base's encoder as icefall's HuBERT recipe trains it: no layer drop."
+    return HubertEncoderConfig(layer_drop=0.0)
+
+PRESETS = {  # name -> (encoder, its config, default frontend, CNN config, fbank config, objective)
+    "zipformer_tiny": ("zipformer", zipformer_tiny, "fbank", cnn_tiny, fbank_tiny, _toy_objective),
+    "zipformer_base": ("zipformer", zipformer_base, "cnn", _cnn_normalized, FbankFrontendConfig, _k2ssl_objective),
+    "zipformer_large": ("zipformer", zipformer_large, "cnn", _cnn_normalized, FbankFrontendConfig, _k2ssl_objective),
+    "hubert_tiny": ("hubert", hubert_tiny, "fbank", cnn_tiny, fbank_tiny, _toy_objective),
+    "hubert_base": ("hubert", hubert_base, "cnn", CNNConfig, FbankFrontendConfig, _hubert_base_objective),
+    "hubert_base_k2ssl": ("hubert", _hubert_base_k2ssl, "cnn", _cnn_normalized, FbankFrontendConfig, _k2ssl_objective),
+    "hubert_large": ("hubert", hubert_large, "cnn", cnn_large, FbankFrontendConfig, _hubert_large_objective),
 }
 
 # %% ../nbs/08a_presets.ipynb #5b0a4dc7
@@ -98,13 +119,12 @@ def model_preset(name: str, # one of PRESETS
                 ) -> ModelConfig:
     "The ModelConfig of a named preset."
     if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    encoder, encoder_cfg, default_frontend, toy = PRESETS[name]
+    encoder, encoder_cfg, default_frontend, cnn_cfg, fbank_cfg, objective = PRESETS[name]
     frontend = frontend or default_frontend
     if frontend not in FRONTENDS: raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
-    front_cfg = (cnn_tiny() if toy else CNNConfig()) if frontend == "cnn" else (fbank_tiny() if toy else FbankFrontendConfig())
-    head = "linear" if encoder == "zipformer" else "cosine"
-    ssl = _toy_objective(num_classes) if toy else _paper_objective(num_classes, head)
-    return ModelConfig(encoder=encoder, frontend=frontend, ssl=ssl, **{encoder: encoder_cfg(), frontend: front_cfg})
+    front_cfg = cnn_cfg() if frontend == "cnn" else fbank_cfg()
+    return ModelConfig(encoder=encoder, frontend=frontend, ssl=objective(num_classes),
+                       **{encoder: encoder_cfg(), frontend: front_cfg})
 
 # %% ../nbs/08a_presets.ipynb #5de03333
 def build_frontend(cfg: ModelConfig) -> nn.Module:

@@ -14,7 +14,7 @@ from .core import Config, padding_mask
 from .masking import MaskConfig, SpanMasker
 
 # %% auto #0
-__all__ = ['LinearHead', 'CosineHead', 'make_head', 'SSLConfig', 'scale_grad', 'SSLOutput', 'masked_prediction_loss', 'SSLModel']
+__all__ = ['LinearHead', 'CosineHead', 'make_head', 'SSLConfig', 'SSLOutput', 'masked_prediction_loss', 'SSLModel']
 
 # %% ../nbs/08_ssl.ipynb #9047e895
 class LinearHead(nn.Module):
@@ -50,15 +50,9 @@ class SSLConfig(Config):
     mask: MaskConfig = field(default_factory=MaskConfig)
     unmasked_weight: float = 0.0           # loss weight of unmasked frames (masked frames weigh 1)
     feature_penalty: float = 10.0          # weight of mean(frontend output ** 2)
-    feature_grad_mult: float = 1.0         # gradient scale into the frontend (HuBERT: 0.1)
-    dropout_input: float = 0.1             # dropout after the projection, before masking
+    feature_grad_mult: float = 1.0         # gradient scale into the frontend, below its LayerNorm (HuBERT Base: 0.1)
+    dropout_input: float = 0.0             # dropout after the projection, before masking (HuBERT Base: 0.1)
     intermediate_layers: tuple[int, ...] = ()  # extra prediction losses at these encoder layers (1-based)
-
-# %% ../nbs/08_ssl.ipynb #bf796d9b
-def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
-    "Identity in the forward pass; multiplies the gradient by `scale` in the backward pass."
-    if scale == 1.0: return x
-    return x * scale + x.detach() * (1.0 - scale)
 
 # %% ../nbs/08_ssl.ipynb #5b6c31cc
 @dataclass
@@ -116,9 +110,9 @@ class SSLModel(nn.Module):
             raise ValueError(f"layer {layer} is out of range: this encoder has layers {lo}..{self.encoder.num_layers}")
 
     def embed(self, x, lengths):
-        "Frontend, feature penalty and projection: (B, T, in_dim) frames, padding mask, penalty."
-        feats, frame_lengths, penalty = self.frontend(x, lengths, return_penalty=True)
-        feats = scale_grad(feats, self.cfg.feature_grad_mult)
+        "Frontend (gradient scaled by feature_grad_mult), feature penalty and projection: frames, padding mask, penalty."
+        g = self.cfg.feature_grad_mult
+        feats, frame_lengths, penalty = self.frontend(x, lengths, return_penalty=True, **({"grad_mult": g} if g != 1 else {}))
         pad = padding_mask(frame_lengths.to(feats.device), feats.shape[1])
         return self.dropout(self.proj(feats)), pad, penalty
 
