@@ -5,6 +5,7 @@
 # %% ../nbs/06_zipformer.ipynb #14d230bf
 from __future__ import annotations
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -14,17 +15,18 @@ from fastcore.basics import patch
 
 from .core import Config, num_params
 from .scaling import (BiasNorm, SwooshL, SwooshR, ScaledLinear, Balancer, Whiten, ScheduledFloat, FloatLike,
-                               BatchClock, ScheduledDropout)
+                               BatchClock, ScheduledDropout, limit_param_value, penalize_abs_values_gt)
 
 # %% auto #0
 __all__ = ['Points', 'WHITEN_PROB', 'WHITEN_RELAX_BATCHES', 'KEY_RANGE', 'FF_HIDDEN_RANGE', 'NLA_GATE_RANGE', 'NLA_OUT_RANGE',
            'CONV_GATE_RANGE', 'CONV_DEPTHWISE_RANGE', 'FF2_OUT_RANGE', 'FF3_OUT_RANGE', 'LAYER_PRE_NORM_RANGE',
-           'LAYER_OUT_RANGE', 'BRANCH_OUT_SCALE', 'FF_OUT_SCALE', 'POS_PROJ_SCALE', 'BYPASS_INIT', 'schedule',
-           'ZipformerConfig', 'zipformer_base', 'zipformer_large', 'zipformer_tiny', 'compact_rel_pos', 'plot_rel_pos',
-           'RelPositionalEncoding', 'rel_to_abs', 'whitening_limit', 'RelPositionAttentionWeights', 'SelfAttention',
-           'NonlinearAttention', 'FeedForward', 'ConvolutionModule', 'Bypass', 'utterance_keep', 'ZipformerLayer',
-           'Downsample', 'upsample', 'layerdrop_schedule', 'ZipformerStack', 'match_channels', 'combine_outputs',
-           'ZipformerEncoder']
+           'LAYER_OUT_RANGE', 'SCORE_LIMIT', 'SCORE_PENALTY', 'SCORE_PENALTY_PROB', 'BRANCH_OUT_SCALE', 'FF_OUT_SCALE',
+           'POS_PROJ_SCALE', 'BYPASS_INIT', 'schedule', 'ZipformerConfig', 'zipformer_base', 'zipformer_large',
+           'zipformer_tiny', 'compact_rel_pos', 'plot_rel_pos', 'RelPositionalEncoding', 'rel_to_abs',
+           'whitening_limit', 'RelPositionAttentionWeights', 'SelfAttention', 'NonlinearAttention', 'FeedForward',
+           'ConvolutionModule', 'Bypass', 'utterance_keep', 'ZipformerLayer', 'Downsample', 'upsample',
+           'layerdrop_schedule', 'ZipformerStack', 'match_channels', 'combine_outputs', 'ZipformerEncoder',
+           'icefall_name_to_ours', 'our_name_to_icefall', 'zipformer_state_from_icefall']
 
 # %% ../nbs/06_zipformer.ipynb #d01a94db
 Points = tuple[tuple[float, float], ...]  # (batch_count, value) points of a ScheduledFloat
@@ -62,6 +64,8 @@ class ZipformerConfig(Config):
     bypass_min: Points = ((0.0, 0.9), (20000.0, 0.2))         # lower limit of the bypass scales
     bypass_max: float = 1.0                                   # upper limit of the bypass scales
     feature_mask_prob: float = 0.125                          # chance per utterance to zero the masked channels
+    downsample_padding: str = "repeat"                        # "repeat" (icefall) or "exclude" (padding-invariant)
+    bypass_limit: str = "gradient"                            # "gradient" (icefall) or "projection" (clamp in place)
 
     def __post_init__(self):
         n = len(self.dims)
@@ -75,6 +79,10 @@ class ZipformerConfig(Config):
             if d % 4: raise ValueError(f"stack {i}: dims {d} must be a multiple of 4 (non-linear attention uses 3/4)")
         if self.pos_dim % 2: raise ValueError(f"pos_dim {self.pos_dim} must be even (cosine and sine pairs)")
         if min(self.downsampling) < 1: raise ValueError(f"downsampling factors must be >= 1, got {self.downsampling}")
+        if self.downsample_padding not in ("repeat", "exclude"):
+            raise ValueError(f"downsample_padding must be 'repeat' or 'exclude', got {self.downsample_padding!r}")
+        if self.bypass_limit not in ("gradient", "projection"):
+            raise ValueError(f"bypass_limit must be 'gradient' or 'projection', got {self.bypass_limit!r}")
 
     @property
     def num_stacks(self) -> int: return len(self.dims)
@@ -154,7 +162,7 @@ def rel_to_abs(rel: torch.Tensor # (..., T, 2T-1) scores against offsets -(T-1).
     return rel.as_strided((*rel.shape[:-1], T), (*lead, row - col, col), rel.storage_offset() + (T - 1) * col)
 
 # %% ../nbs/06_zipformer.ipynb #063f71da
-WHITEN_PROB = 0.1                 # chance that a Whiten acts on a training batch
+WHITEN_PROB = (0.025, 0.25)       # chance of a Whiten check: while the features are fine, while they are over the limit
 WHITEN_RELAX_BATCHES = 20_000.0   # whitening limits loosen linearly until this batch count
 
 def whitening_limit(start: float, ratio: float = 2.0) -> ScheduledFloat:
@@ -163,18 +171,26 @@ def whitening_limit(start: float, ratio: float = 2.0) -> ScheduledFloat:
 
 KEY_RANGE = dict(min_positive=0.4, max_positive=0.6, min_abs=0.0, max_abs=100.0, prob=0.025)  # keys: mean near 0
 FF_HIDDEN_RANGE = dict(min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0)   # FFN units before SwooshL
-NLA_GATE_RANGE = dict(min_positive=0.05, max_positive=0.95, min_abs=0.5, max_abs=5.0)   # before the tanh gate
-NLA_OUT_RANGE = dict(min_positive=0.3, max_positive=0.7, min_abs=0.02, prob=0.05)       # non-linear attention output
-CONV_GATE_RANGE = dict(min_positive=0.025, max_positive=1.0, min_abs=1.5, max_abs=10.0) # before the sigmoid gate
-CONV_DEPTHWISE_RANGE = dict(min_positive=0.05, max_positive=1.0, min_abs=0.5, max_abs=10.0)  # after the depthwise conv
-FF2_OUT_RANGE = dict(min_positive=0.3, max_positive=0.7, min_abs=0.1, max_abs=2.0, prob=0.05)
-FF3_OUT_RANGE = dict(min_positive=0.3, max_positive=0.7, min_abs=0.2, max_abs=4.0, prob=0.05)
+NLA_GATE_RANGE = dict(min_positive=ScheduledFloat((0.0, 0.25), (20000.0, 0.05)),          # before the tanh gate
+                      max_positive=ScheduledFloat((0.0, 0.75), (20000.0, 0.95)), min_abs=0.5, max_abs=5.0)
+NLA_OUT_RANGE = dict(min_positive=0.3, max_positive=0.7, min_abs=ScheduledFloat((0.0, 0.004), (4000.0, 0.02)),
+                     prob=0.05)                                                            # non-linear attention output
+CONV_GATE_RANGE = dict(min_positive=ScheduledFloat((0.0, 0.05), (8000.0, 0.025)), max_positive=1.0, min_abs=1.5,
+                       max_abs=ScheduledFloat((0.0, 5.0), (8000.0, 10.0)))                 # before the sigmoid gate
+CONV_DEPTHWISE_RANGE = dict(min_positive=ScheduledFloat((0.0, 0.1), (8000.0, 0.05)), max_positive=1.0,
+                            min_abs=ScheduledFloat((0.0, 0.2), (20000.0, 0.5)), max_abs=10.0)  # after the depthwise conv
+FF2_OUT_RANGE = dict(min_positive=0.3, max_positive=0.7, min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.1)),
+                     max_abs=2.0, prob=0.05)
+FF3_OUT_RANGE = dict(min_positive=0.3, max_positive=0.7, min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.2)),
+                     max_abs=4.0, prob=0.05)
 LAYER_PRE_NORM_RANGE = dict(min_positive=0.45, max_positive=0.55, min_abs=0.2, max_abs=4.0)
 LAYER_OUT_RANGE = dict(min_positive=0.45, max_positive=0.55, min_abs=0.1, max_abs=4.0)
+SCORE_LIMIT, SCORE_PENALTY = 25.0, 1e-4  # attention scores beyond ±25 get a gradient of 1e-4 pointing back
+SCORE_PENALTY_PROB = 0.1          # chance, per training forward pass, that the score penalty is attached
 BRANCH_OUT_SCALE = 0.05           # initial scale of attention and conv output projections
 FF_OUT_SCALE = 0.1                # initial scale of FFN output projections
 POS_PROJ_SCALE = 0.05             # initial scale of the position-embedding projection
-BYPASS_INIT = 0.5                 # initial bypass scale (before the first projection into its range)
+BYPASS_INIT = 0.5                 # initial bypass scale
 
 # %% ../nbs/06_zipformer.ipynb #0e296975
 class RelPositionAttentionWeights(nn.Module):
@@ -204,6 +220,8 @@ class RelPositionAttentionWeights(nn.Module):
         if not (self.training and float(torch.rand(())) < self.clock(self.pos_emb_skip)):
             pos = self.pos_proj(pos_emb).reshape(2 * T - 1, H, pd).permute(1, 2, 0)  # (H, pd, 2T-1)
             scores = scores + rel_to_abs(heads(p, pd) @ pos)
+        if self.training and float(torch.rand(())) < SCORE_PENALTY_PROB:
+            scores = penalize_abs_values_gt(scores, SCORE_LIMIT, SCORE_PENALTY)
         if padding_mask is not None:
             scores = scores.masked_fill(padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
         return scores.softmax(dim=-1)
@@ -279,19 +297,23 @@ class ConvolutionModule(nn.Module):
 
 # %% ../nbs/06_zipformer.ipynb #1a62e3a8
 class Bypass(nn.Module):
-    "x0 + c ⊙ (x - x0) with a per-channel c projected into [min, max] in training, and per-utterance skipping."
+    "x0 + c ⊙ (x - x0) with a learned per-channel c kept in [min, max] in training, and per-utterance skipping."
     def __init__(self, dim: int, scale_min: FloatLike = 0.0, scale_max: FloatLike = 1.0,
                  skip: FloatLike = 0.0, # chance, per utterance in training, to skip (c = 0)
+                 limit: str = "gradient", # "gradient": turn wrong-way gradients around (icefall); "projection": clamp
                  clock: BatchClock | None = None):
         super().__init__()
+        if limit not in ("gradient", "projection"): raise ValueError(f"limit must be 'gradient' or 'projection', got {limit!r}")
         self.scale = nn.Parameter(torch.full((dim,), BYPASS_INIT))
-        self.scale_min, self.scale_max, self.skip = scale_min, scale_max, skip
+        self.scale_min, self.scale_max, self.skip, self.limit = scale_min, scale_max, skip, limit
         self.clock = clock if clock is not None else BatchClock()
 
     def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor: # (B, T, dim) each
         c = self.scale
         if self.training:
-            self.scale.data.clamp_(self.clock(self.scale_min), self.clock(self.scale_max))  # a projection, outside autograd
+            lo, hi = self.clock(self.scale_min), self.clock(self.scale_max)
+            if self.limit == "gradient": c = limit_param_value(c, lo, hi)
+            else: self.scale.data.clamp_(lo, hi)                 # a projection, outside autograd
             skip = self.clock(self.skip)
             if skip > 0: c = c * (torch.rand(x.shape[0], 1, 1, device=x.device) >= skip).to(x.dtype)
         return x0 + (x - x0) * c
@@ -328,8 +350,9 @@ class ZipformerLayer(nn.Module):
         self.nla_balancer = Balancer(d, clock=clock, **NLA_OUT_RANGE)
         self.ff2_balancer, self.ff3_balancer = Balancer(d, clock=clock, **FF2_OUT_RANGE), Balancer(d, clock=clock, **FF3_OUT_RANGE)
         bmin = schedule(cfg.bypass_min)
-        self.bypass_mid = Bypass(d, bmin, cfg.bypass_max, clock=clock)
-        self.bypass = Bypass(d, bmin, cfg.bypass_max, skip=layerdrop, clock=clock)
+        self.bypass_mid = Bypass(d, bmin, cfg.bypass_max, limit=cfg.bypass_limit, clock=clock)
+        self.bypass = Bypass(d, bmin, cfg.bypass_max, skip=layerdrop, limit=cfg.bypass_limit, clock=clock)
+        self.register_buffer("icefall_bypass_scale", torch.full((d,), BYPASS_INIT))  # unused: icefall's layers carry it
         self.pre_norm_balancer = Balancer(d, clock=clock, **LAYER_PRE_NORM_RANGE)
         self.norm = BiasNorm(d)
         self.out_balancer = Balancer(d, clock=clock, **LAYER_OUT_RANGE)
@@ -364,10 +387,13 @@ def forward(self: ZipformerLayer, x: torch.Tensor, # (B, T, dim)
 
 # %% ../nbs/06_zipformer.ipynb #87c97f78
 class Downsample(nn.Module):
-    "Learned softmax-weighted average of each group of `factor` frames; padded frames get no weight. Batch first."
-    def __init__(self, factor: int):
+    "Learned softmax-weighted average of each group of `factor` frames. Batch first."
+    def __init__(self, factor: int,
+                 padding: str = "repeat"): # "repeat": complete with the last frame, weigh padding too (icefall);
+                                           # "exclude": renormalise the weights over the valid frames
         super().__init__()
-        self.factor = factor
+        if padding not in ("repeat", "exclude"): raise ValueError(f"padding must be 'repeat' or 'exclude', got {padding!r}")
+        self.factor, self.padding = factor, padding
         self.logits = nn.Parameter(torch.zeros(factor))
 
     def forward(self, x: torch.Tensor, # (B, T, C)
@@ -376,11 +402,14 @@ class Downsample(nn.Module):
         B, T, C = x.shape
         f, Td = self.factor, -(-T // self.factor)
         valid = torch.ones(B, T, dtype=torch.bool, device=x.device) if padding_mask is None else ~padding_mask
-        x = F.pad(x, (0, 0, 0, Td * f - T)).reshape(B, Td, f, C)
         valid = F.pad(valid, (0, Td * f - T), value=False).reshape(B, Td, f)
-        w = self.logits.softmax(0) * valid                                 # (B, Td, f)
+        w = self.logits.softmax(0)
+        if self.padding == "repeat":
+            x = torch.cat([x, x[:, -1:].expand(B, Td * f - T, C)], 1).reshape(B, Td, f, C)
+            return (x * w[:, None].to(x.dtype)).sum(2), ~valid[..., 0]
+        w = w * valid                                                     # (B, Td, f)
         w = w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
-        return (x * w[..., None].to(x.dtype)).sum(2), ~valid[..., 0]
+        return (F.pad(x, (0, 0, 0, Td * f - T)).reshape(B, Td, f, C) * w[..., None].to(x.dtype)).sum(2), ~valid[..., 0]
 
 def upsample(x: torch.Tensor, # (B, T', C) at the stack's rate
              factor: int, T: int, # repeat each frame this often, keep the first T frames
@@ -410,8 +439,9 @@ class ZipformerStack(nn.Module):
         self.layers = nn.ModuleList(ZipformerLayer(cfg, stack, layerdrop_schedule(cfg, stack, i), clock)
                                     for i in range(cfg.num_layers[stack]))
         if self.factor > 1:
-            self.downsample = Downsample(self.factor)
-            self.out_bypass = Bypass(self.dim, schedule(cfg.bypass_min), cfg.bypass_max, clock=clock)
+            self.downsample = Downsample(self.factor, cfg.downsample_padding)
+            self.out_bypass = Bypass(self.dim, schedule(cfg.bypass_min), cfg.bypass_max, limit=cfg.bypass_limit,
+                                     clock=clock)
 
     def forward(self, x: torch.Tensor, # (B, T, dim) at 50 Hz
                 padding_mask: torch.Tensor | None = None, # (B, T)
@@ -454,6 +484,7 @@ class ZipformerEncoder(nn.Module):
         self.in_dim, self.out_dim = cfg.dims[0], max(cfg.dims)
         self.num_layers = sum(cfg.num_layers)
         self.layer_dims = tuple(d for d, n in zip(cfg.dims, cfg.num_layers) for _ in range(n))
+        self.register_buffer("icefall_output_downsample_bias", torch.zeros(1))  # unused: icefall's k2SSL encoder has it
 
     def feature_masks(self, x: torch.Tensor) -> list[torch.Tensor | None]:
         "Per stack, a (B, 1, dim) 0/1 mask over channels above unmasked_dims (training only), or None."
@@ -491,3 +522,92 @@ def forward(self: ZipformerEncoder, x: torch.Tensor, # (B, T, in_dim) at 50 Hz
         outputs.append(x); layers += outs
     out = combine_outputs(outputs) if last == self.num_layers else None
     return out, (layers if output_layers else None)
+
+# %% ../nbs/06_zipformer.ipynb #cea1453f
+def _part_table(pairs):
+    "icefall -> ours names of the modules inside a layer."
+    return {a: b for a, b in pairs}
+
+_ICEFALL_LAYER_PARTS = _part_table([
+    ("", ""), ("self_attn_weights", "attn_weights"), ("self_attn_weights.in_proj", "attn_weights.in_proj"),
+    ("self_attn_weights.linear_pos", "attn_weights.pos_proj"), ("self_attn_weights.whiten_keys", "attn_weights.key_whiten"),
+    ("self_attn_weights.balance_keys", "attn_weights.key_balancer"), ("nonlin_attention", "nla"),
+    ("nonlin_attention.in_proj", "nla.in_proj"), ("nonlin_attention.out_proj", "nla.out_proj"),
+    ("nonlin_attention.balancer", "nla.gate_balancer"), ("nonlin_attention.whiten1", "nla.whiten_in"),
+    ("nonlin_attention.whiten2", "nla.whiten_out"), ("balancer_na", "nla_balancer"), ("balancer_ff2", "ff2_balancer"),
+    ("balancer_ff3", "ff3_balancer"), ("balancer1", "pre_norm_balancer"), ("balancer2", "out_balancer"),
+    ("whiten", "out_whiten"), ("norm", "norm"), ("bypass", "bypass"), ("bypass_mid", "bypass_mid"),
+    *[(f"self_attn{k}{p}", f"sa{k}{p}") for k in (1, 2) for p in ("", ".in_proj", ".out_proj", ".whiten")],
+    *[(f"feed_forward{k}{a}", f"ff{k}{b}") for k in (1, 2, 3) for a, b in
+      [("", ""), (".in_proj", ".in_proj"), (".hidden_balancer", ".balancer"), (".out_proj", ".out_proj"),
+       (".out_whiten", ".whiten")]],
+    *[(f"conv_module{k}{a}", f"conv{k}{b}") for k in (1, 2) for a, b in
+      [("", ""), (".in_proj", ".in_proj"), (".balancer1", ".gate_balancer"), (".depthwise_conv", ".depthwise"),
+       (".balancer2", ".conv_balancer"), (".whiten", ".whiten"), (".out_proj", ".out_proj")]]])
+_ICEFALL_LAYER_LEAVES = {("", "bypass_scale"): "icefall_bypass_scale", ("bypass", "bypass_scale"): "scale",
+                         ("bypass_mid", "bypass_scale"): "scale"}
+_ICEFALL_STACK_PARTS = {"": "", "encoder_pos": "pos", "encoder_pos.dropout": "pos.dropout", "downsample": "downsample",
+                        "downsample.bias": "downsample.logits", "out_combiner": "out_bypass",
+                        "out_combiner.bypass_scale": "out_bypass.scale"}
+_ICEFALL_TOP = {"downsample_output.bias": "icefall_output_downsample_bias"}
+
+def _rename_in_layer(rest: str, parts: dict, leaves: dict) -> str:
+    "Rename a name inside a layer by its longest module prefix in `parts`, then its leaf by `leaves`."
+    names = rest.split(".") if rest else []
+    for k in range(len(names), -1, -1):
+        mod = ".".join(names[:k])
+        if mod in parts:
+            leaf = ".".join(names[k:])
+            return ".".join(p for p in (parts[mod], leaves.get((mod, leaf), leaf)) if p)
+
+# %% ../nbs/06_zipformer.ipynb #7697ddbe
+def icefall_name_to_ours(name: str) -> str | None:
+    "Our name for a tensor or module name of icefall's k2SSL Zipformer2 (relative to it), or None if there is none."
+    if name in _ICEFALL_TOP: return _ICEFALL_TOP[name]
+    m = re.fullmatch(r"encoders\.(\d+)(\.encoder)?(?:\.(.*))?", name)
+    if m is None: return None
+    stack, inner, rest = f"stacks.{m[1]}", m[2], m[3] or ""
+    if (lm := re.fullmatch(r"layers\.(\d+)(?:\.(.*))?", rest)):
+        return ".".join(p for p in (stack, f"layers.{lm[1]}",
+                                    _rename_in_layer(lm[2] or "", _ICEFALL_LAYER_PARTS, _ICEFALL_LAYER_LEAVES)) if p)
+    if rest not in _ICEFALL_STACK_PARTS or (inner and not rest.startswith("encoder_pos")): return None
+    return ".".join(p for p in (stack, _ICEFALL_STACK_PARTS[rest]) if p)
+
+def our_name_to_icefall(name: str, cfg: ZipformerConfig) -> str | None:
+    "icefall's name for one of our tensor or module names (a downsampled stack nests its layers in `.encoder`)."
+    top = {v: k for k, v in _ICEFALL_TOP.items()}
+    if name in top: return top[name]
+    m = re.fullmatch(r"stacks\.(\d+)(?:\.(.*))?", name)
+    if m is None or int(m[1]) >= cfg.num_stacks: return None
+    i, rest = int(m[1]), m[2] or ""
+    head = f"encoders.{i}" + (".encoder" if cfg.downsampling[i] > 1 else "")
+    if (lm := re.fullmatch(r"layers\.(\d+)(?:\.(.*))?", rest)):
+        parts = {v: k for k, v in _ICEFALL_LAYER_PARTS.items()}
+        leaves = {(_ICEFALL_LAYER_PARTS[mod], ours): theirs for (mod, theirs), ours in _ICEFALL_LAYER_LEAVES.items()}
+        return ".".join(p for p in (head, f"layers.{lm[1]}", _rename_in_layer(lm[2] or "", parts, leaves)) if p)
+    stack_parts = {v: k for k, v in _ICEFALL_STACK_PARTS.items()}
+    if rest not in stack_parts: return None
+    theirs = stack_parts[rest]
+    return ".".join(p for p in (head if theirs.startswith("encoder_pos") else f"encoders.{i}", theirs) if p)
+
+# %% ../nbs/06_zipformer.ipynb #e21565d6
+def zipformer_state_from_icefall(state_dict: dict[str, torch.Tensor], # an icefall Zipformer2 state dict
+                                 cfg: ZipformerConfig, # the configuration the weights were trained with
+                                 prefix: str = "", # e.g. "encoder." for a whole k2SSL model's state dict
+                                ) -> dict[str, torch.Tensor]: # loads into ZipformerEncoder(cfg) with strict=True
+    "Rename icefall's k2SSL Zipformer2 weights to ours; any missing, unexpected or misshapen tensor is an error."
+    with torch.device("meta"): want = ZipformerEncoder(cfg).state_dict()
+    source = {our_name_to_icefall(k, cfg): k for k in want}          # icefall name -> our name
+    given = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    missing = [f"{prefix}{k} (our {source[k]})" for k in source if k not in given]
+    unexpected = [prefix + k for k in given if k not in source]
+    if missing or unexpected:
+        raise KeyError(f"icefall Zipformer2 state dict does not fit this configuration: missing {missing[:10]}"
+                       f"{' …' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}{' …' if len(unexpected) > 10 else ''}")
+    out = {}
+    for k, v in given.items():
+        if v.shape != want[source[k]].shape:
+            raise ValueError(f"icefall tensor {prefix}{k} has shape {tuple(v.shape)}, our {source[k]} needs "
+                             f"{tuple(want[source[k]].shape)}: the configuration does not match the checkpoint")
+        out[source[k]] = v
+    return out
