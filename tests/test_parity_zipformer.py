@@ -67,8 +67,8 @@ def test_encoder_outputs_match_icefall(fx, case):
 
 
 def test_renormalising_downsample_is_a_documented_difference(fx):
-    "Our renormalising Downsample (switch downsample_padding='exclude') differs from icefall only where T % 8 != 0,
-    and there mostly in the frames of the incomplete last group (the others move a little, through attention)."
+    """Our renormalising Downsample (switch downsample_padding='exclude') differs from icefall only where T % 8 != 0,
+    and there mostly in the frames of the incomplete last group (the others move a little, through attention)."""
     enc = encoder(fx, downsample_padding="exclude")
     for c in fx["cases"][:2]:
         T = c["x"].shape[1]
