@@ -429,39 +429,40 @@ def hubert_state_from_torchaudio(state_dict: dict, # of a torchaudio Wav2Vec2Mod
                                 ) -> dict[str, torch.Tensor]: # in the SSL model's names: frontend., proj., encoder., ...
     "Rename torchaudio's HuBERT weights onto ours, q/k/v joined; a missing or left-over tensor is an error naming it."
     sd = {k.removeprefix("wav2vec2."): v for k, v in state_dict.items()}
-    used = set()
-    def get(src, dst):
-        if src not in sd: raise ValueError(f"the torchaudio state_dict lacks {src!r}, needed for our {dst!r}")
-        used.add(src); return sd[src]
-    fe, tr, out = "feature_extractor.conv_layers", "encoder.transformer", {}
+    out, used = {}, set()
+    def put(dst, *srcs): # our tensor `dst` from torchaudio's `srcs` (several: stacked along dim 0)
+        for src in srcs:
+            if src not in sd: raise ValueError(f"the torchaudio state_dict lacks {src!r}, needed for our {dst!r}")
+        used.update(srcs)
+        out[dst] = sd[srcs[0]] if len(srcs) == 1 else torch.cat([sd[s] for s in srcs])
+    def put_module(dst, src): # weight and bias
+        for p in ("weight", "bias"): put(f"{dst}.{p}", f"{src}.{p}")
+    fe, tr = "feature_extractor.conv_layers", "encoder.transformer"
     n_conv = len({k.split(".")[2] for k in sd if k.startswith(fe + ".")})
     n_layers = len({k.split(".")[3] for k in sd if k.startswith(tr + ".layers.")})
-    if not n_conv or not n_layers: raise ValueError("not a torchaudio HuBERT state_dict: no CNN layers or no Transformer layers")
-    layer_norm_mode, bias = f"{fe}.1.layer_norm.weight" in sd, f"{fe}.0.conv.bias" in sd
+    if not n_conv or not n_layers:
+        raise ValueError("not a torchaudio HuBERT state_dict: no CNN layers or no Transformer layers")
+    layer_norm_mode = f"{fe}.1.layer_norm.weight" in sd  # else a single GroupNorm, in layer 0
     for i in range(n_conv):
-        out[f"frontend.convs.{i}.weight"] = get(f"{fe}.{i}.conv.weight", f"frontend.convs.{i}.weight")
-        if bias: out[f"frontend.convs.{i}.bias"] = get(f"{fe}.{i}.conv.bias", f"frontend.convs.{i}.bias")
-        if layer_norm_mode or i == 0:
-            norm = f"frontend.conv_norms.{i}" if layer_norm_mode else "frontend.group_norm"
-            for p in ("weight", "bias"): out[f"{norm}.{p}"] = get(f"{fe}.{i}.layer_norm.{p}", f"{norm}.{p}")
+        put(f"frontend.convs.{i}.weight", f"{fe}.{i}.conv.weight")
+        if f"{fe}.0.conv.bias" in sd: put(f"frontend.convs.{i}.bias", f"{fe}.{i}.conv.bias")
+        if layer_norm_mode: put_module(f"frontend.conv_norms.{i}", f"{fe}.{i}.layer_norm")
+    if not layer_norm_mode: put_module("frontend.group_norm", f"{fe}.0.layer_norm")
+    put_module("frontend.layer_norm", "encoder.feature_projection.layer_norm")
+    put_module("proj", "encoder.feature_projection.projection")
     pos = f"{tr}.pos_conv_embed.conv"
-    g, v = ((f"{pos}.parametrizations.weight.original{j}" for j in (0, 1)) if f"{pos}.parametrizations.weight.original0" in sd
-            else (f"{pos}.weight_g", f"{pos}.weight_v"))  # older torchaudio: the weight_norm hook's names
-    out["encoder.pos_conv.weight_g"], out["encoder.pos_conv.weight_v"] = get(g, "encoder.pos_conv.weight_g"), get(v, "encoder.pos_conv.weight_v")
-    renames = {"encoder.feature_projection.layer_norm": "frontend.layer_norm", "encoder.feature_projection.projection": "proj",
-               f"{pos}": "encoder.pos_conv", f"{tr}.layer_norm": "encoder.layer_norm"}
+    parametrized = f"{pos}.parametrizations.weight.original0" in sd  # else the older weight_norm hook's names
+    put("encoder.pos_conv.weight_g", f"{pos}.parametrizations.weight.original0" if parametrized else f"{pos}.weight_g")
+    put("encoder.pos_conv.weight_v", f"{pos}.parametrizations.weight.original1" if parametrized else f"{pos}.weight_v")
+    put("encoder.pos_conv.bias", f"{pos}.bias")
+    put_module("encoder.layer_norm", f"{tr}.layer_norm")
     for i in range(n_layers):
-        renames.update({f"{tr}.layers.{i}.{a}": f"encoder.layers.{i}.{b}" for a, b in _TA_LAYER.items()})
-        for p in ("weight", "bias"):
-            dst = f"encoder.layers.{i}.attention.qkv.{p}"
-            out[dst] = torch.cat([get(f"{tr}.layers.{i}.attention.{x}_proj.{p}", dst) for x in "qkv"])
+        src, dst = f"{tr}.layers.{i}", f"encoder.layers.{i}"
+        for p in ("weight", "bias"): put(f"{dst}.attention.qkv.{p}", *(f"{src}.attention.{x}_proj.{p}" for x in "qkv"))
+        for a, b in _TA_LAYER.items(): put_module(f"{dst}.{b}", f"{src}.{a}")
+    if "mask_generator.mask_embedding" in sd: put("mask_emb", "mask_generator.mask_embedding")
     if any(k.startswith("logit_generator.") for k in sd):
-        renames["logit_generator.final_proj"] = "head.proj"
-        out["head.class_emb"] = get("logit_generator.label_embeddings", "head.class_emb")
-    if "mask_generator.mask_embedding" in sd: out["mask_emb"] = get("mask_generator.mask_embedding", "mask_emb")
-    for src, dst in renames.items():
-        for p in ("weight", "bias"):
-            if src == pos and p == "weight": continue  # the weight-normalised kernel, done above
-            out[f"{dst}.{p}"] = get(f"{src}.{p}", f"{dst}.{p}")
+        put_module("head.proj", "logit_generator.final_proj")
+        put("head.class_emb", "logit_generator.label_embeddings")
     if left := sorted(set(sd) - used): raise ValueError(f"torchaudio tensors with no counterpart here: {left}")
     return out
