@@ -16,6 +16,7 @@ from .kmeans import KMeansConfig, KMeansLabeler
 from .masking import MaskConfig
 from .presets import ModelConfig, build_model, save_pretrained
 from .ssl import SSLConfig
+from .zipformer import ZipformerConfig, zipformer_state_from_icefall
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ __all__ = ['log', 'SAFE_GLOBALS', 'lenient_pickle', 'SOURCES', 'STANDARD_STRIDES
            'StandIn', 'read_file', 'plain', 'conv_layer_spec', 'detect_source', 'fairseq_to_torchaudio',
            'huggingface_to_torchaudio', 'torchaudio_arch', 'objective_from', 'hubert_from_torchaudio_names',
            'from_torchaudio', 'build_converted', 'from_fairseq', 'read_safetensors', 'from_huggingface', 'kmeans_from',
-           'from_icefall', 'zipformer_from_icefall', 'load_source', 'convert', 'convert_cli']
+           'from_icefall', 'zipformer_config_from_icefall', 'cnn_from_fairseq_settings', 'zipformer_from_icefall',
+           'load_source', 'convert', 'convert_cli']
 
 # %% ../nbs/13a_convert.ipynb #297fbb42
 SAFE_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
@@ -317,17 +319,23 @@ def _fairseq_settings(ckpt: dict) -> tuple[dict, dict]:
         m, task = {**(inner.get("model") or inner), **{k: v for k, v in m.items() if k != "w2v_args"}}, inner.get("task") or task
     return m, task
 
+_FAIRSEQ_SUPPORTED = {"layer_type": ("transformer",), "activation_fn": ("gelu",), "conv_pos_batch_norm": (False,),
+                      "target_glu": (False,), "attn_type": ("", None), "pos_enc_type": ("abs",)}  # settings we can rebuild
+
 def from_fairseq(ckpt: dict, # {"model": weights, "cfg" or "args": settings}; a bare fairseq state dict also works
                  num_heads=None, layer_norm_first=None, num_classes=100, normalize_waveform=None, **_) -> tuple:
     "(ModelConfig, state, random parts) of a fairseq HuBERT checkpoint, read without fairseq."
     if "model" not in ckpt: ckpt = {"model": ckpt}
     if not isinstance(ckpt["model"], dict): raise ValueError("a fairseq checkpoint holds its weights under 'model'")
     m, task = _fairseq_settings(ckpt)
+    for key, ok in _FAIRSEQ_SUPPORTED.items():
+        if m.get(key) is not None and m[key] not in ok: raise ValueError(f"{key}={m[key]!r} has no counterpart here (only {ok})")
     sd = fairseq_to_torchaudio(ckpt["model"])
     strides = tuple(s for _, _, s in conv_layer_spec(m["conv_feature_layers"])) if m.get("conv_feature_layers") else None
     lnf = layer_norm_first if layer_norm_first is not None else m.get("layer_norm_first")
     arch = torchaudio_arch(sd, num_heads or m.get("encoder_attention_heads"), lnf, strides)
-    if normalize_waveform is None and task.get("normalize") is not None: normalize_waveform = bool(task["normalize"])
+    norm = task.get("normalize", task.get("do_normalize"))  # fairseq's task setting; icefall's data-pipeline switch
+    if normalize_waveform is None and norm is not None: normalize_waveform = bool(norm)
     return hubert_from_torchaudio_names(sd, arch, num_classes, normalize_waveform, m)
 
 # %% ../nbs/13a_convert.ipynb #e513a196
@@ -430,17 +438,70 @@ def from_icefall(ckpt: dict, # an icefall checkpoint: {"model": weights, ..., th
     if not isinstance(ckpt.get("model"), dict): raise ValueError("an icefall checkpoint holds its weights under 'model'")
     sd = _icefall_ssl_state(ckpt["model"])
     params = {k: plain(v) for k, v in ckpt.items() if k not in _ICEFALL_STATES}
-    if any(k.startswith("encoder.encoders.") for k in sd): return zipformer_from_icefall(sd, params, num_classes)
+    if any(k.startswith("encoder.encoders.") for k in sd):
+        return zipformer_from_icefall(sd, params, num_classes, kw.get("normalize_waveform"))
     n = params.get("num_classes")
     n = n[0] if isinstance(n, (list, tuple)) else n
     return from_fairseq({"model": sd, "args": argparse.Namespace(**params)}, num_classes=n or num_classes, **kw)
 
-# %% ../nbs/13a_convert.ipynb #8f40f279
-def zipformer_from_icefall(sd: dict, params: dict, num_classes: int = 100) -> tuple:
-    "(ModelConfig, state, random parts) of icefall's Zipformer SSL model."
-    raise NotImplementedError("icefall Zipformer checkpoints are not converted yet")
+# %% ../nbs/13a_convert.ipynb #2c4efd0d
+_ZIPFORMER_ARGS = {"num_layers": "num_encoder_layers", "dims": "encoder_dim", "ff_dims": "feedforward_dim",
+                   "heads": "num_heads", "query_head_dim": "query_head_dim", "value_head_dim": "value_head_dim",
+                   "pos_head_dim": "pos_head_dim", "unmasked_dims": "encoder_unmasked_dim",
+                   "conv_kernels": "cnn_module_kernel", "downsampling": "downsampling_factor"}  # ours -> icefall's
 
-# %% ../nbs/13a_convert.ipynb #c5b4903c
+def _ints(v) -> tuple[int, ...]:
+    "icefall's '2,2,3' (or a number, or a list) as a tuple of ints."
+    return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v if isinstance(v, (list, tuple)) else [v]))
+
+def zipformer_config_from_icefall(params: dict) -> ZipformerConfig:
+    "Our ZipformerConfig from the arguments of icefall's k2SSL Zipformer recipe."
+    if missing := [a for a in [*_ZIPFORMER_ARGS.values(), "pos_dim"] if a not in params]:
+        raise ValueError(f"the icefall checkpoint lacks the model arguments {missing}: a file written by icefall's "
+                         f"save_checkpoint stores them beside 'model'")
+    n = len(_ints(params["encoder_dim"]))
+    per = {ours: _ints(params[theirs]) for ours, theirs in _ZIPFORMER_ARGS.items()}
+    return ZipformerConfig(**{k: v * n if len(v) == 1 else v for k, v in per.items()}, pos_dim=int(params["pos_dim"]))
+
+def cnn_from_fairseq_settings(settings: dict, normalize_waveform: bool | None = None) -> CNNConfig:
+    "Our CNNConfig from fairseq / icefall settings (conv_feature_layers, extractor_mode, conv_bias, normalize)."
+    layers = conv_layer_spec(settings["conv_feature_layers"])
+    if len({c for c, _, _ in layers}) != 1: raise ValueError(f"CNN layers {layers} differ in width; ours share one")
+    mode = {"default": "group_norm", "layer_norm": "layer_norm"}.get(settings.get("extractor_mode", "default"))
+    if mode is None: raise ValueError(f"extractor_mode {settings['extractor_mode']!r} is not 'default' or 'layer_norm'")
+    if normalize_waveform is None: normalize_waveform = settings.get("normalize", settings.get("do_normalize", False))
+    return CNNConfig(channels=layers[0][0], kernels=tuple(k for _, k, _ in layers), strides=tuple(s for _, _, s in layers),
+                     extractor_mode=mode, conv_bias=bool(settings.get("conv_bias", False)),
+                     normalize_waveform=bool(normalize_waveform))
+
+_AROUND_ENCODER = [  # fairseq / icefall names around the encoder -> ours
+    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"frontend.convs.\1.\2"),
+    (r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)", r"frontend.group_norm.\1"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"frontend.conv_norms.\1.\2"),
+    (r"layer_norm\.(weight|bias)", r"frontend.layer_norm.\1"), (r"post_extract_proj\.(weight|bias)", r"proj.\1"),
+    (r"mask_emb", "mask_emb"), (r"final_proj\.(weight|bias)", r"head.proj.\1")]
+
+def zipformer_from_icefall(sd: dict, # the SSL model's weights, icefall's names
+                           params: dict, # the recipe's arguments (the checkpoint's top level)
+                           num_classes: int = 100, # head size if the weights have no head (a fine-tuned encoder)
+                           normalize_waveform: bool | None = None, **_) -> tuple:
+    "(ModelConfig, state, random parts) of icefall's k2SSL Zipformer model."
+    zcfg, cnn = zipformer_config_from_icefall(params), cnn_from_fairseq_settings(params, normalize_waveform)
+    try: ours = {"encoder." + k: v for k, v in zipformer_state_from_icefall(sd, zcfg, prefix="encoder.").items()}
+    except KeyError as e: raise ValueError(e.args[0]) from None
+    for k, v in sd.items():
+        if k.startswith("encoder."): continue
+        new = next((re.sub(p, r, k) for p, r in _AROUND_ENCODER if re.fullmatch(p, k)), None)
+        if new is None: raise ValueError(f"icefall tensor {k!r} has no counterpart in the k2SSL Zipformer model")
+        ours[new] = v
+    if "proj.weight" not in ours and cnn.channels == zcfg.dims[0]:  # icefall has no projection between equal widths
+        ours["proj.weight"], ours["proj.bias"] = torch.eye(cnn.channels), torch.zeros(cnn.channels)
+    random_parts = [p for p, key in (("head", "head.proj.weight"), ("mask_emb", "mask_emb")) if key not in ours]
+    if "head.proj.weight" in ours: num_classes = ours["head.proj.weight"].shape[0]
+    ssl = objective_from(params, "linear", num_classes, 256)
+    return ModelConfig(encoder="zipformer", frontend="cnn", zipformer=zcfg, cnn=cnn, ssl=ssl), ours, random_parts
+
+# %% ../nbs/13a_convert.ipynb #dd4657a2
 CONVERTERS = {"torchaudio": from_torchaudio, "fairseq": from_fairseq, "huggingface": from_huggingface,
               "icefall": from_icefall}
 
@@ -480,7 +541,7 @@ def convert(src, # a file or folder in one of SOURCES, or a model / state dict i
     origin = str(src) if isinstance(src, (str, Path)) else type(src).__name__
     return save_pretrained(model, out, converted_from=dict(source=kind, origin=origin, random_parts=list(random_parts)))
 
-# %% ../nbs/13a_convert.ipynb #7b3c50a0
+# %% ../nbs/13a_convert.ipynb #f4ba5ec1
 def _choice(value, yes: str, no: str, name: str) -> bool | None:
     "None, or True / False for the two words an option accepts."
     if value is None: return None
