@@ -327,3 +327,23 @@ def test_cli_and_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="fairseq tensors with no HuBERT counterpart"):
         convert(tmp_path / "ta.pt", tmp_path / "x.pt", source="fairseq")
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("factory,dim,heads,pre_ln,mode", [
+    ("hubert_base", 768, 12, False, "group_norm"), ("hubert_large", 1024, 16, True, "layer_norm"),
+    ("hubert_xlarge", 1280, 16, True, "layer_norm"), ("wav2vec2_base", 768, 12, False, "group_norm"),
+    ("wav2vec2_large_lv60k", 1024, 16, True, "layer_norm")])
+def test_full_size_torchaudio_layouts(factory, dim, heads, pre_ln, mode):
+    "The published sizes' tensor layouts (built on the meta device: shapes only) give their architecture and fit ours."
+    from k2ssl_lit.convert import from_torchaudio
+    from k2ssl_lit.presets import build_model
+    with torch.device("meta"): sd = getattr(torchaudio.models, factory)().state_dict()
+    cfg, ours, random_parts = from_torchaudio(sd)
+    h = cfg.hubert
+    assert (h.dim, h.num_heads, h.layer_norm_first, cfg.cnn.extractor_mode, cfg.cnn.strides) == \
+        (dim, heads, pre_ln, mode, (5, 2, 2, 2, 2, 2, 2))
+    assert random_parts == ["head", "mask_emb"]  # torchaudio's Wav2Vec2Model: the encoder alone
+    with torch.device("meta"): want = build_model(cfg).state_dict()
+    missing = set(want) - set(ours)
+    assert {k.split(".")[0] for k in missing} <= set(random_parts) and set(ours) <= set(want)
+    assert all(ours[k].shape == want[k].shape for k in ours)
