@@ -228,6 +228,8 @@ def test_icefall_checkpoints_made_by_icefall(tmp_path, recipe):
             h, pad, _ = model.embed(r["waves"], lens)
             out, _ = model.encoder(h, pad)
             assert rel(out, r["x"]) < 1e-4 and rel(model.head(out), r["logits"]) < 1e-4
+        if "layer1" in r:  # icefall's (fairseq's) output_layer=1 is our layer 1: k-means fitted there carries over
+            assert rel(model.extract(r["waves"], lens, 1)[0], r["layer1"]) < 1e-4
     # a fine-tuned ASR model holds the same SSL model as its encoder (plus its own output layers, left out)
     ckpt = read_file(src)
     ckpt["model"] = {**{"encoder." + k: v for k, v in ckpt["model"].items() if k != "final_proj.weight" and k != "final_proj.bias"},

@@ -10,8 +10,9 @@ recipe's HubertModel from arguments parsed by the recipe's own argument function
 zipformer/pretrain.py, add_hubert_arguments in hubert/hubert_ce.py) with tiny sizes, moves every tensor off its
 initial value, and saves it with icefall.checkpoint.save_checkpoint and the run's parameters, as a training run
 does: those files hold pathlib.Path values, like real ones. The reference outputs (the encoder output of
-extract_features and the head's logits, eval mode, unpadded waveforms of 50 and 64 frames: 50 is not a multiple of
-the deepest stack's factor 8) go to convert_icefall_ref.pt in plain tensors. k2 is not needed: its swoosh kernels
+extract_features, the head's logits and, for HuBERT-CE, the output of layer 1; eval mode; unpadded waveforms of 50
+and 64 frames, 50 not being a multiple of the deepest stack's factor 8) go to convert_icefall_ref.pt, plain tensors.
+k2 is not needed: its swoosh kernels
 are replaced by their closed-form formulas; icefall.utils is stubbed with the names the models use.
 """
 import argparse
@@ -106,11 +107,15 @@ def _params(args: argparse.Namespace, recipe: str) -> AttributeDict:
     return params
 
 
-def _outputs(model, waves: torch.Tensor) -> dict:
+def _outputs(model, waves: torch.Tensor, recipe: str) -> dict:
     model.eval()
+    pad = torch.zeros(waves.shape, dtype=torch.bool)
     with torch.no_grad():
-        x, _ = model.extract_features(waves, padding_mask=torch.zeros(waves.shape, dtype=torch.bool), mask=False)
-        return {"waves": waves, "x": x, "logits": model.final_proj(x) / model.logit_temp}
+        x, _ = model.extract_features(waves, padding_mask=pad, mask=False)
+        out = {"waves": waves, "x": x, "logits": model.final_proj(x) / model.logit_temp}
+        if recipe == "hubert":  # the features fairseq-style k-means dumps read: output_layer=1 (1-based)
+            out["layer1"] = model.extract_features(waves, padding_mask=pad, mask=False, output_layer=1)[0]
+        return out
 
 
 def main():
@@ -135,7 +140,7 @@ def main():
         model.eval()
         # icefall layer_norms the waveform in the data pipeline when do_normalize is set: so do we, before the model
         normed = [torch.nn.functional.layer_norm(w, w.shape[-1:]) for w in waves]
-        ref[recipe] = [_outputs(model, w) for w in normed]
+        ref[recipe] = [_outputs(model, w, recipe) for w in normed]
         for r, w in zip(ref[recipe], waves): r["waves"] = w  # the raw waveform; normalising is the converted model's job
         save_checkpoint(OUT / f"convert_icefall_{recipe}.pt", model, params=params)
         print(recipe, sum(p.numel() for p in model.parameters()), "parameters;",
