@@ -12,8 +12,8 @@ initial value, and saves it with icefall.checkpoint.save_checkpoint and the run'
 does: those files hold pathlib.Path values, like real ones. The reference outputs (the encoder output of
 extract_features, the head's logits and, for HuBERT-CE, the output of layer 1; eval mode; unpadded waveforms of 50
 and 64 frames, 50 not being a multiple of the deepest stack's factor 8) go to convert_icefall_ref.pt, plain tensors.
-k2 is not needed: its swoosh kernels
-are replaced by their closed-form formulas; icefall.utils is stubbed with the names the models use.
+k2 is not needed: its swoosh kernels are replaced by their closed-form formulas; icefall.utils is stubbed with the
+names the models use.
 """
 import argparse
 import ast
