@@ -17,18 +17,19 @@ from lhotse.dataset import DynamicCutSampler
 
 from .core import Config, SAMPLE_RATE, console_script, seed_everything
 from .data import SSLDataset, make_dataloader, make_sampler
-from .optim import OptimConfig, build_optimizer
+from .optim import OptimConfig, build_optimizer, reference_batches
 from .presets import ModelConfig, atomic_save, build_model, load_checkpoint, model_preset
 from .scaling import set_batch_count
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'TrainConfig', 'DistInfo', 'init_distributed', 'needs_unused_parameters', 'open_cuts',
-           'ResumableBatches', 'TrainState', 'rng_state', 'set_rng_state', 'checkpoint_paths', 'save_checkpoint',
-           'latest_checkpoint', 'remove_stale_temp_files', 'micro_step', 'optimizer_step', 'validate', 'RunLog',
-           'make_checkpoint', 'train', 'apply_overrides', 'pretrain_cli']
+__all__ = ['PRECISIONS', 'CLOCKS', 'TrainConfig', 'model_clock', 'DistInfo', 'init_distributed', 'needs_unused_parameters',
+           'open_cuts', 'ResumableBatches', 'TrainState', 'rng_state', 'set_rng_state', 'checkpoint_paths',
+           'save_checkpoint', 'latest_checkpoint', 'remove_stale_temp_files', 'micro_step', 'optimizer_step',
+           'validate', 'RunLog', 'make_checkpoint', 'train', 'apply_overrides', 'pretrain_cli']
 
 # %% ../nbs/11_train.ipynb #7aed9ccb
 PRECISIONS = ("fp32", "bf16", "fp16")
+CLOCKS = ("steps", "audio")
 
 @dataclass
 class TrainConfig(Config):
@@ -41,15 +42,17 @@ class TrainConfig(Config):
     dev_cuts: str | None = None             # the same for validation; None: no validation
     label_key: str = "kmeans"               # cut.custom field with the labels
     exp_dir: str = "exp/pretrain"           # checkpoints, train.yaml, log.jsonl, tensorboard/
-    max_duration: float = 600.0             # seconds of audio per batch, per rank
+    max_duration: float = 87.5              # seconds of audio per micro-batch, per rank (k2SSL command: 87.5)
     max_samples: int = 250_000              # crop longer cuts to this many samples
     num_buckets: int = 30                   # duration buckets of the sampler (at most the number of cuts)
     max_steps: int = 0                      # optimizer steps (0: no limit)
     max_epochs: int = 1                     # passes over train_cuts
     max_minutes: float = 0.0                # wall-clock budget; stop cleanly with a checkpoint (0: no limit)
-    accum_grad: int = 1                     # micro-batches per optimizer step
+    accum_grad: int = 4                     # micro-batches per optimizer step (k2SSL: 4)
     precision: str = "fp32"                 # "fp32", "bf16" or "fp16" (fp16 uses a GradScaler)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule_clock: str = "steps"           # "steps": Eden on optimizer steps (icefall); "audio": both on audio seen
+    model_clock_every: int = 10             # optimizer steps between updates of the model's clock ("steps" only)
     checkpoint_every: int = 1000            # steps between checkpoints (also at epoch end and at the stop)
     keep_last: int = 3                      # checkpoints kept
     valid_every: int = 0                    # steps between validations (0: only at epoch end)
@@ -66,12 +69,21 @@ class TrainConfig(Config):
     def __post_init__(self):
         if self.precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.accum_grad < 1: raise ValueError(f"accum_grad must be >= 1, got {self.accum_grad}")
+        if self.schedule_clock not in CLOCKS: raise ValueError(f"schedule_clock must be one of {CLOCKS}, got {self.schedule_clock!r}")
+        if self.model_clock_every < 1: raise ValueError(f"model_clock_every must be >= 1, got {self.model_clock_every}")
         if self.keep_last < 1: raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
         if self.max_bad_steps < 1: raise ValueError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
 
     def model_config(self) -> ModelConfig:
         "The ModelConfig of this run."
         return self.model if self.model is not None else model_preset(self.preset, self.num_classes, self.frontend)
+
+def model_clock(step: int, # optimizer steps taken so far (all epochs)
+                step_in_epoch: int, # optimizer steps taken so far in this epoch
+                cfg: TrainConfig, world_size: int = 1) -> float:
+    "The model's ScheduledFloat clock (reference batches) for the next step, refreshed every model_clock_every steps of an epoch."
+    held = step - step_in_epoch % cfg.model_clock_every  # the step at which the clock was last refreshed
+    return reference_batches(held, cfg.max_duration, world_size, cfg.optim.ref_duration, cfg.accum_grad)
 
 # %% ../nbs/11_train.ipynb #b61a9228
 @dataclass
@@ -222,9 +234,10 @@ class _Step:
     "Accumulates the micro-batches of one optimizer step."
     def __init__(self): self.loss, self.correct, self.count, self.seconds, self.n, self.nonfinite, self.synced = 0.0, 0, 0, 0.0, 0, 0, False
 
-def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, sched, scaler, info: DistInfo, last: bool, step: int):
-    "Forward and backward of one micro-batch, accumulated into `acc`."
-    set_batch_count(model, sched.batch)
+def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, clock: float, scaler, info: DistInfo, last: bool,
+               step: int):
+    "Forward and backward of one micro-batch (the model's clock set to `clock` first), accumulated into `acc`."
+    set_batch_count(model, clock)
     sync = contextlib.nullcontext() if last or not info.distributed else ddp.no_sync()
     dev = info.device
     with sync:
@@ -242,6 +255,7 @@ def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, sched, sca
 def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, state: TrainState, info: DistInfo,
                    over_time: bool) -> dict:
     "Agree across ranks, then update (or skip a non-finite step); returns the step's numbers."
+    if cfg.schedule_clock == "steps": sched.step_batch()  # the step runs at the lr of its own index (first: 1)
     if info.distributed and not acc.synced: _sync_grads(model, info)
     if cfg.precision == "fp16": scaler.unscale_(opt)
     grads_ok = _grads_finite(model)
@@ -252,7 +266,8 @@ def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, stat
     if bad or not grads_ok:  # skip: no update; fp16 overflow lowers the loss scale
         if cfg.precision == "fp16": scaler.update()
     else:
-        scaler.step(opt); scaler.update(); sched.step_batch(v[4])
+        scaler.step(opt); scaler.update()
+        if cfg.schedule_clock == "audio": sched.step_batch(v[4])
     opt.zero_grad(set_to_none=True)
     state.step += 1
     state.bad_run, state.bad_total = (state.bad_run + 1, state.bad_total + 1) if bad else (0, state.bad_total)
@@ -430,7 +445,9 @@ def _run_epoch(run: _Run, t0: float, pbar) -> str | None:
         fresh = False
         ok = torch.tensor([int(batch is not None)], device=info.device)
         if int(_all_sum(ok, info)) == info.world_size:  # every rank has a batch (a None batch: all its cuts unreadable)
-            micro_step(run.model, run.ddp, batch, acc, cfg, run.sched, run.scaler, info,
+            clock = (model_clock(st.step, st.batches_done // cfg.accum_grad, cfg, info.world_size)
+                     if cfg.schedule_clock == "steps" else run.sched.batch)
+            micro_step(run.model, run.ddp, batch, acc, cfg, clock, run.scaler, info,
                        last=micro + 1 == cfg.accum_grad, step=st.step)
         _log_batch(run, batch, micro)
         st.batches_done += 1; micro += 1

@@ -34,7 +34,7 @@ def manifest(tmp_path_factory):
 def _cfg(manifest, exp, **kw) -> TrainConfig:
     optim = OptimConfig(base_lr=0.02, warmup_batches=3, lr_batches=100, lr_epochs=10, ref_duration=MAX_DURATION)
     base = dict(preset="zipformer_tiny", num_classes=20, train_cuts=str(manifest), exp_dir=str(exp), max_samples=16_000,
-                max_duration=MAX_DURATION, num_buckets=NUM_BUCKETS, optim=optim, log_every=1, progress=False,
+                max_duration=MAX_DURATION, accum_grad=1, num_buckets=NUM_BUCKETS, optim=optim, log_every=1, progress=False,
                 log_batches=True, device="cpu")
     return TrainConfig(**(base | kw))
 
@@ -100,7 +100,38 @@ def test_resume_equals_straight(manifest, tmp_path):
     diff = max(float((pa[n].float() - pb[n].float()).abs().max()) for n in pa)
     assert diff <= 1e-6, diff
     oa, ob = load_checkpoint(a["last_checkpoint"])["optimizer"], load_checkpoint(b2["last_checkpoint"])["optimizer"]
-    assert oa["clip_state"]["norms"] == pytest.approx(ob["clip_state"]["norms"], rel=1e-6)
+    for ca, cb in zip(oa["clip_state"], ob["clip_state"], strict=True):
+        assert ca["norms"] == pytest.approx(cb["norms"], rel=1e-6) and ca["step"] == cb["step"]
+
+
+def test_resume_with_accumulation_and_held_model_clock(manifest, tmp_path, monkeypatch):
+    """Exact resume when a step accumulates 2 micro-batches and the model's clock is held for 3 steps (the resume
+    lands between two refreshes); the clocks match a hand computation: Eden at the step index, the model clock at
+    (step - step_in_epoch % 3) x accum x max_duration / ref_duration."""
+    import k2ssl_lit.train as train_mod
+    from k2ssl_lit.optim import eden_lr
+    seen, real = [], train_mod.set_batch_count
+    monkeypatch.setattr(train_mod, "set_batch_count", lambda m, c: (seen.append(c), real(m, c))[1])
+    small = tmp_path / "small.jsonl.gz"
+    open_cuts(manifest).subset(first=24).to_eager().to_file(small)
+    kw = dict(train_cuts=str(small), num_buckets=4, checkpoint_every=100, max_epochs=5, accum_grad=2, model_clock_every=3)
+    a = train(_cfg(manifest, tmp_path / "straight", max_steps=8, **kw))
+    straight_clock, seen[:] = list(seen), []
+    b1 = train(_cfg(manifest, tmp_path / "resumed", max_steps=4, **kw))
+    b2 = train(_cfg(manifest, tmp_path / "resumed", max_steps=8, **kw))
+    assert b2["resumed_from"].endswith("step-00000004.pt") and seen == straight_clock
+    pa, pb = load_checkpoint(a["last_checkpoint"])["model"], load_checkpoint(b2["last_checkpoint"])["model"]
+    assert max(float((pa[n].float() - pb[n].float()).abs().max()) for n in pa) <= 1e-6
+    log = _batch_log(tmp_path / "straight", 0)
+    assert len(log) == len(straight_clock) >= 15  # 8 steps of 2 micro-batches; an epoch may end with a short step
+    first = {}
+    for e in log: first.setdefault(e["epoch"], e["step"])
+    expected = [(e["step"] - (e["step"] - first[e["epoch"]]) % 3) * 2 * MAX_DURATION / MAX_DURATION for e in log]
+    assert straight_clock == expected
+    o = _cfg(manifest, tmp_path / "x").optim
+    for h in a["history"]:
+        assert h["lr"] == pytest.approx(eden_lr(h["step"], h["epoch"], o.base_lr, lr_batches=o.lr_batches,
+                                                lr_epochs=o.lr_epochs, warmup_batches=o.warmup_batches), rel=1e-12)
 
 
 def test_worker_killed_restarts_from_checkpoint(manifest, tmp_path):
