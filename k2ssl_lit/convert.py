@@ -56,7 +56,7 @@ lenient_pickle = types.SimpleNamespace(Unpickler=_LenientUnpickler, __name__="le
 _TORCH_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # how torch.save began files before torch 1.6
 
 def _file_kind(path: Path) -> str:
-    "'zip' (torch.save), 'torch' (the older torch.save format), 'npy', or 'pickle' (joblib, plain pickle), by the first bytes."
+    "'zip' (torch.save), 'torch' (torch.save before 1.6), 'npy' or 'pickle' (joblib, plain), from the first bytes."
     with path.open("rb") as f: head = f.read(len(_TORCH_LEGACY_MAGIC))
     if head.startswith(b"PK\x03\x04"): return "zip"
     if head == _TORCH_LEGACY_MAGIC: return "torch"
@@ -73,22 +73,25 @@ def read_file(path, # a torch, NumPy (.npy) or joblib / pickle file
     if kind == "npy": return np.load(path, allow_pickle=False)
     if kind == "pickle":  # joblib (fairseq's km.bin) or a plain pickle: nothing restricted can read it
         if not trust_pickle:
-            raise PickleRefused(f"{path} is not a torch file but a pickle (joblib, as fairseq's k-means km.bin, or plain); "
-                                f"reading it runs code the file names: pass --trust-pickle (trust_pickle=True) only for a "
-                                f"file you trust")
+            raise PickleRefused(f"{path} is not a torch file but a pickle (joblib, as fairseq's km.bin, or plain); "
+                                f"reading it runs code the file names: pass --trust-pickle (trust_pickle=True) "
+                                f"only for a file you trust")
         import joblib  # scikit-learn's own dependency; reads plain and compressed joblib files and plain pickles
         try: return joblib.load(path)
-        except Exception as e: raise ValueError(f"{path} is neither a torch, NumPy nor a readable pickle file ({e})") from None
+        except Exception as e:
+            raise ValueError(f"{path} is neither a torch, NumPy nor a readable pickle file ({e})") from None
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # the restricted machine met something it does not build
         if not trust_pickle:
             what = re.search(r"GLOBAL ([\w.]+)", str(e)) or re.search(r"(Unsupported [^\n]*)", str(e))
-            raise PickleRefused(f"{path} holds pickled Python objects beyond tensors, plain values, argparse.Namespace and "
-                                f"pathlib paths (first one: {what[1] if what else str(e)[:200]}). Reading it would run code "
-                                f"the file names: pass --trust-pickle (trust_pickle=True) only for a file you trust") from None
-    except (RuntimeError, EOFError) as e: raise ValueError(f"{path} is a damaged or truncated torch file ({e})") from None
+            raise PickleRefused(f"{path} holds pickled Python objects beyond tensors, plain values, argparse.Namespace "
+                                f"and pathlib paths (first one: {what[1] if what else str(e)[:200]}). Reading it would "
+                                f"run code the file names: pass --trust-pickle (trust_pickle=True) only for a file you "
+                                f"trust") from None
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path} is a damaged or truncated torch file ({e})") from None
     log.warning(f"reading {path} with full unpickling (trust_pickle)")
     try: return torch.load(path, map_location="cpu", weights_only=False, pickle_module=lenient_pickle)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
@@ -110,7 +113,7 @@ def plain(obj):
     return obj
 
 def conv_layer_spec(text: str) -> list[tuple[int, int, int]]:
-    "fairseq's conv_feature_layers, e.g. '[(512,10,5)] + [(512,3,2)] * 4', as (channels, kernel, stride) tuples; no eval()."
+    "fairseq's conv_feature_layers, e.g. '[(512,10,5)] + [(512,3,2)] * 4', as (channels, kernel, stride); no eval()."
     def ev(node):
         if isinstance(node, ast.Expression): return ev(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, int): return node.value
@@ -118,7 +121,7 @@ def conv_layer_spec(text: str) -> list[tuple[int, int, int]]:
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             a, b = ev(node.left), ev(node.right)
             return a + b if isinstance(node.op, ast.Add) else a * b
-        raise ValueError(f"conv_feature_layers {text!r}: only lists of (channels, kernel, stride) tuples, + and * are read")
+        raise ValueError(f"conv_feature_layers {text!r}: only lists of (channels, kernel, stride), + and * are read")
     return [tuple(t) for t in ev(ast.parse(text, mode="eval"))]
 
 # %% ../nbs/13a_convert.ipynb #9bfeb490
@@ -149,8 +152,8 @@ def detect_source(obj) -> str:
     if isinstance(obj.get("model"), dict):
         if "cfg" in obj or "args" in obj: return "fairseq"
         if any(k in obj for k in _ICEFALL_KEYS): return "icefall"
-        raise ValueError(f"a checkpoint with 'model' but no configuration beside it (top-level keys {sorted(obj)[:12]}): "
-                         f"the model arguments are missing; pass --source if you know the format")
+        raise ValueError(f"a checkpoint with 'model' but no configuration beside it (top-level keys "
+                         f"{sorted(obj)[:12]}): the model arguments are missing; pass --source if you know the format")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()) and (naming := _naming(obj)): return naming
     raise ValueError(f"cannot tell the format (top-level keys {sorted(map(str, obj))[:12]}); pass --source")
 
@@ -163,16 +166,18 @@ _FAIRSEQ_RULES = [  # fairseq name -> torchaudio HuBERTPretrainModel name
     (r"layer_norm\.(weight|bias)", r"encoder.feature_projection.layer_norm.\1"),
     (r"encoder\.pos_conv\.0\.(.+)", r"encoder.transformer.pos_conv_embed.conv.\1"),
     (r"encoder\.layer_norm\.(weight|bias)", r"encoder.transformer.layer_norm.\1"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.transformer.layers.\1.attention.\2_proj.\3"),
+    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
+     r"encoder.transformer.layers.\1.attention.\2_proj.\3"),
     (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.transformer.layers.\1.layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)",
+     r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2"),
     (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.transformer.layers.\1.feed_forward.output_dense.\2"),
     (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.transformer.layers.\1.final_layer_norm.\2"),
     (r"mask_emb", "mask_generator.mask_embedding"),
     (r"label_embs_concat", "logit_generator.label_embeddings"),
     (r"final_proj\.(weight|bias)", r"logit_generator.final_proj.\1"),
 ]
-_FAIRSEQ_SKIP = r"proj\.(weight|bias)|quantizer\..*|project_q\..*"  # a fine-tuned model's CTC output; wav2vec 2.0's quantizer
+_FAIRSEQ_SKIP = r"proj\.(weight|bias)|quantizer\..*|project_q\..*"  # fine-tuned CTC output; wav2vec 2.0's quantizer
 
 def fairseq_to_torchaudio(sd: dict) -> dict:
     "Rename a fairseq HuBERT state dict (pre-trained, or a fine-tuned model's encoder) onto torchaudio's names."
@@ -187,7 +192,7 @@ def fairseq_to_torchaudio(sd: dict) -> dict:
     return out
 
 def huggingface_to_torchaudio(sd: dict) -> dict:
-    "Rename a Hugging Face HubertModel / Wav2Vec2Model state dict (or a ...ForCTC model's encoder) onto torchaudio's names."
+    "Rename a Hugging Face HubertModel / Wav2Vec2Model state dict (or a ...ForCTC's encoder) onto torchaudio's names."
     out = {}
     for k, v in sd.items():
         k = re.sub(r"^(hubert|wav2vec2)\.", "", k)
@@ -199,14 +204,15 @@ def huggingface_to_torchaudio(sd: dict) -> dict:
         else: raise ValueError(f"Hugging Face tensor {k!r} has no HuBERT counterpart")
     return out
 
-# %% ../nbs/13a_convert.ipynb #b117617a
+# %% ../nbs/13a_convert.ipynb #e126247f
 STANDARD_STRIDES = {(10, 3, 3, 3, 3, 2, 2): (5, 2, 2, 2, 2, 2, 2)}  # HuBERT / wav2vec 2.0's CNN: kernels -> strides
 HEADS_BY_DIM = {768: 12, 1024: 16, 1280: 16}  # Base, Large, X-Large
 
 def _need(sd: dict, keys, what: str):
     "Fail, naming them, when tensors are missing."
     if missing := [k for k in keys if k not in sd]:
-        raise ValueError(f"the {what} lacks {len(missing)} tensor(s), e.g. {missing[:4]}: the file is truncated or not a {what}")
+        raise ValueError(f"the {what} lacks {len(missing)} tensor(s), e.g. {missing[:4]}: the file is truncated or "
+                         f"not a {what}")
 
 def torchaudio_arch(sd: dict, # torchaudio-named weights, without the 'wav2vec2.' prefix
                     num_heads: int | None = None, # what no tensor says: attention heads,
@@ -237,7 +243,7 @@ def torchaudio_arch(sd: dict, # torchaudio-named weights, without the 'wav2vec2.
                 pos_conv_kernel=v.shape[-1], pos_conv_groups=dim // v.shape[1],
                 layer_norm_first=layer_norm_cnn if layer_norm_first is None else bool(layer_norm_first))
 
-# %% ../nbs/13a_convert.ipynb #e126247f
+# %% ../nbs/13a_convert.ipynb #09e1247c
 def _setting(settings: dict, name: str, default):
     "A fairseq-named setting, or `default` when the source does not give it."
     v = settings.get(name)
@@ -260,7 +266,8 @@ def hubert_from_torchaudio_names(sd: dict, # torchaudio HuBERTPretrainModel name
                                  settings: dict | None = None, # the source's training settings, in fairseq's names
                                 ) -> tuple[ModelConfig, dict, list[str]]: # config, our weights, parts left random
     "ModelConfig and our state dict from torchaudio-named HuBERT weights, and the parts that stay randomly initialised."
-    sd, random_parts, extra, head, final_dim = {k.removeprefix("wav2vec2."): v for k, v in sd.items()}, [], {}, "cosine", 256
+    sd = {k.removeprefix("wav2vec2."): v for k, v in sd.items()}
+    random_parts, extra, head, final_dim = [], {}, "cosine", 256
     if "logit_generator.label_embeddings" in sd:  # HuBERT's cosine head
         num_classes, final_dim = sd["logit_generator.label_embeddings"].shape
         w = sd.get("logit_generator.final_proj.weight")
@@ -276,13 +283,15 @@ def hubert_from_torchaudio_names(sd: dict, # torchaudio HuBERTPretrainModel name
     hub = HubertEncoderConfig(dim=arch["dim"], num_layers=arch["num_layers"], num_heads=arch["num_heads"],
                               ffn_dim=arch["ffn_dim"], pos_conv_kernel=arch["pos_conv_kernel"],
                               pos_conv_groups=arch["pos_conv_groups"], layer_norm_first=arch["layer_norm_first"],
-                              dropout=float(_setting(s, "dropout", 0.1)), attention_dropout=float(_setting(s, "attention_dropout", 0.1)),
+                              dropout=float(_setting(s, "dropout", 0.1)),
+                              attention_dropout=float(_setting(s, "attention_dropout", 0.1)),
                               activation_dropout=float(_setting(s, "activation_dropout", 0.0)),
                               layer_drop=float(_setting(s, "encoder_layerdrop", 0.05)))
     norm = arch["extractor_mode"] == "layer_norm" if normalize_waveform is None else bool(normalize_waveform)
-    cnn = CNNConfig(channels=arch["channels"], kernels=arch["kernels"], strides=arch["strides"], normalize_waveform=norm,
-                    extractor_mode=arch["extractor_mode"], conv_bias=arch["conv_bias"])
-    cfg = ModelConfig(encoder="hubert", frontend="cnn", hubert=hub, cnn=cnn, ssl=objective_from(s, head, num_classes, final_dim))
+    cnn = CNNConfig(channels=arch["channels"], kernels=arch["kernels"], strides=arch["strides"],
+                    normalize_waveform=norm, extractor_mode=arch["extractor_mode"], conv_bias=arch["conv_bias"])
+    ssl = objective_from(s, head, num_classes, final_dim)
+    cfg = ModelConfig(encoder="hubert", frontend="cnn", hubert=hub, cnn=cnn, ssl=ssl)
     return cfg, ours, random_parts
 
 def from_torchaudio(obj, # a torchaudio state dict or model (Wav2Vec2Model, HuBERTPretrainModel, fine-tuned)
@@ -293,7 +302,7 @@ def from_torchaudio(obj, # a torchaudio state dict or model (Wav2Vec2Model, HuBE
     return hubert_from_torchaudio_names(sd, torchaudio_arch(sd, num_heads, layer_norm_first), num_classes,
                                         normalize_waveform=normalize_waveform)
 
-# %% ../nbs/13a_convert.ipynb #09e1247c
+# %% ../nbs/13a_convert.ipynb #d893ba5a
 def build_converted(cfg: ModelConfig, # from a converter
                     state: dict, # our names
                     random_parts: list[str] = (), # top-level modules that may stay at their initialisation
@@ -301,7 +310,8 @@ def build_converted(cfg: ModelConfig, # from a converter
     "Our SSL model with the converted weights, loaded strictly."
     model = build_model(cfg)
     fresh = model.state_dict()
-    if extra := sorted(set(state) - set(fresh)): raise ValueError(f"converted tensors with no place in the model: {extra[:6]}")
+    if extra := sorted(set(state) - set(fresh)):
+        raise ValueError(f"converted tensors with no place in the model: {extra[:6]}")
     if bad := {k: (tuple(v.shape), tuple(fresh[k].shape)) for k, v in state.items() if v.shape != fresh[k].shape}:
         raise ValueError(f"converted tensors of the wrong shape (source, model): {dict(list(bad.items())[:4])}")
     if missing := [k for k in fresh if k not in state and k.split(".")[0] not in random_parts]:
@@ -309,18 +319,19 @@ def build_converted(cfg: ModelConfig, # from a converter
     model.load_state_dict({**fresh, **state}, strict=True)
     return model.eval()
 
-# %% ../nbs/13a_convert.ipynb #3bbcdfba
+# %% ../nbs/13a_convert.ipynb #617e94b1
 def _fairseq_settings(ckpt: dict) -> tuple[dict, dict]:
     "(model, task) settings of a fairseq checkpoint: cfg's sections (omegaconf or dicts), or the older args Namespace."
     cfg, args = plain(ckpt.get("cfg")) or {}, plain(ckpt.get("args")) or {}
     m, task = cfg.get("model") or args, cfg.get("task") or args
     if m.get("w2v_args"):  # a fine-tuned model: its pre-training settings, then the fine-tuning ones over them
         inner = plain(m["w2v_args"])
-        m, task = {**(inner.get("model") or inner), **{k: v for k, v in m.items() if k != "w2v_args"}}, inner.get("task") or task
+        m = {**(inner.get("model") or inner), **{k: v for k, v in m.items() if k != "w2v_args"}}
+        task = inner.get("task") or task
     return m, task
 
 _FAIRSEQ_SUPPORTED = {"layer_type": ("transformer",), "activation_fn": ("gelu",), "conv_pos_batch_norm": (False,),
-                      "target_glu": (False,), "attn_type": ("", None), "pos_enc_type": ("abs",)}  # settings we can rebuild
+                      "target_glu": (False,), "attn_type": ("", None), "pos_enc_type": ("abs",)}  # what we rebuild
 
 def from_fairseq(ckpt: dict, # {"model": weights, "cfg" or "args": settings}; a bare fairseq state dict also works
                  num_heads=None, layer_norm_first=None, num_classes=100, normalize_waveform=None, **_) -> tuple:
@@ -329,16 +340,18 @@ def from_fairseq(ckpt: dict, # {"model": weights, "cfg" or "args": settings}; a 
     if not isinstance(ckpt["model"], dict): raise ValueError("a fairseq checkpoint holds its weights under 'model'")
     m, task = _fairseq_settings(ckpt)
     for key, ok in _FAIRSEQ_SUPPORTED.items():
-        if m.get(key) is not None and m[key] not in ok: raise ValueError(f"{key}={m[key]!r} has no counterpart here (only {ok})")
+        if m.get(key) is not None and m[key] not in ok:
+            raise ValueError(f"{key}={m[key]!r} has no counterpart here (only {ok})")
     sd = fairseq_to_torchaudio(ckpt["model"])
-    strides = tuple(s for _, _, s in conv_layer_spec(m["conv_feature_layers"])) if m.get("conv_feature_layers") else None
+    layers = conv_layer_spec(m["conv_feature_layers"]) if m.get("conv_feature_layers") else None
+    strides = tuple(s for _, _, s in layers) if layers else None
     lnf = layer_norm_first if layer_norm_first is not None else m.get("layer_norm_first")
     arch = torchaudio_arch(sd, num_heads or m.get("encoder_attention_heads"), lnf, strides)
     norm = task.get("normalize", task.get("do_normalize"))  # fairseq's task setting; icefall's data-pipeline switch
     if normalize_waveform is None and norm is not None: normalize_waveform = bool(norm)
     return hubert_from_torchaudio_names(sd, arch, num_classes, normalize_waveform, m)
 
-# %% ../nbs/13a_convert.ipynb #e513a196
+# %% ../nbs/13a_convert.ipynb #fb3a94b4
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
                        "BOOL": torch.bool}
@@ -353,7 +366,8 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
         if name == "__metadata__": continue
         a, b = info["data_offsets"]
         if 8 + n + b > len(raw): raise ValueError(f"{path} is truncated: tensor {name!r} runs past the end of the file")
-        out[name] = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+        data = bytearray(raw[8 + n + a:8 + n + b])
+        out[name] = torch.frombuffer(data, dtype=_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
     return out
 
 def _huggingface_parts(obj) -> tuple[dict, dict, bool | None]:
@@ -368,7 +382,8 @@ def _huggingface_parts(obj) -> tuple[dict, dict, bool | None]:
     pre = folder / "preprocessor_config.json"
     return cfg, sd, json.loads(pre.read_text()).get("do_normalize") if pre.is_file() else None
 
-_HF_SETTINGS = (("dropout", "hidden_dropout"), ("attention_dropout", "attention_dropout"), ("dropout_input", "feat_proj_dropout"),
+_HF_SETTINGS = (("dropout", "hidden_dropout"), ("attention_dropout", "attention_dropout"),
+                ("dropout_input", "feat_proj_dropout"),
                 ("activation_dropout", "activation_dropout"), ("encoder_layerdrop", "layerdrop"))
 # (its mask_time_prob is SpecAugment for fine-tuning, not the pre-training mask: the objective stays HuBERT Base's)
 
@@ -382,9 +397,10 @@ def from_huggingface(obj, # a save_pretrained folder, a transformers model, or a
     cfg, sd, do_normalize = _huggingface_parts(obj)
     if cfg.get("model_type") not in ("hubert", "wav2vec2"):
         raise ValueError(f"model_type {cfg.get('model_type')!r} is not 'hubert' or 'wav2vec2'")
-    for key, want in (("feat_proj_layer_norm", True), ("conv_pos_batch_norm", False), ("feat_extract_activation", "gelu"),
-                      ("hidden_act", "gelu")):
-        if key in cfg and cfg[key] != want: raise ValueError(f"{key}={cfg[key]!r} has no counterpart here (only {want!r})")
+    for key, want in (("feat_proj_layer_norm", True), ("conv_pos_batch_norm", False),
+                      ("feat_extract_activation", "gelu"), ("hidden_act", "gelu")):
+        if key in cfg and cfg[key] != want:
+            raise ValueError(f"{key}={cfg[key]!r} has no counterpart here (only {want!r})")
     sd = huggingface_to_torchaudio(sd)
     lnf = bool(cfg.get("do_stable_layer_norm")) if layer_norm_first is None else layer_norm_first
     arch = torchaudio_arch(sd, num_heads or cfg["num_attention_heads"], lnf, tuple(cfg["conv_stride"]))
@@ -392,7 +408,7 @@ def from_huggingface(obj, # a save_pretrained folder, a transformers model, or a
     norm = do_normalize if normalize_waveform is None else normalize_waveform
     return hubert_from_torchaudio_names(sd, arch, num_classes, norm, settings)
 
-# %% ../nbs/13a_convert.ipynb #3804a8ce
+# %% ../nbs/13a_convert.ipynb #3ba3d16f
 _SKLEARN_SETTINGS = ("n_init", "max_iter", "batch_size", "tol", "max_no_improvement", "reassignment_ratio", "init_size")
 
 def kmeans_from(obj, # a scikit-learn (MiniBatch)KMeans, a (k, D) array or tensor, or {"centroids": ...}
@@ -404,7 +420,8 @@ def kmeans_from(obj, # a scikit-learn (MiniBatch)KMeans, a (k, D) array or tenso
     settings = {}
     if hasattr(obj, "cluster_centers_"):  # scikit-learn, as fairseq's learn_kmeans.py saves it
         c = obj.cluster_centers_
-        settings = {k: v for k in _SKLEARN_SETTINGS if isinstance(v := getattr(obj, k, None), (int, float)) and not isinstance(v, bool)}
+        settings = {k: v for k in _SKLEARN_SETTINGS
+                    if isinstance(v := getattr(obj, k, None), (int, float)) and not isinstance(v, bool)}
         if isinstance(getattr(obj, "init", None), str): settings["init"] = obj.init
         if isinstance(getattr(obj, "random_state", None), int): settings["seed"] = obj.random_state
     else: c = obj["centroids"] if isinstance(obj, dict) else obj
@@ -420,7 +437,7 @@ def kmeans_from(obj, # a scikit-learn (MiniBatch)KMeans, a (k, D) array or tenso
                                              f"features they cluster (--checkpoint, --layer), or --feature")
     return KMeansLabeler(c, KMeansConfig(k=c.shape[0], feature=feature, checkpoint=checkpoint, layer=layer, **settings))
 
-# %% ../nbs/13a_convert.ipynb #c0ac951e
+# %% ../nbs/13a_convert.ipynb #2c4efd0d
 _ICEFALL_STATES = ("model", "model_avg", "optimizer", "scheduler", "grad_scaler", "sampler")
 
 def _icefall_ssl_state(sd: dict) -> dict:
@@ -435,7 +452,8 @@ def _icefall_ssl_state(sd: dict) -> dict:
 def from_icefall(ckpt: dict, # an icefall checkpoint: {"model": weights, ..., the model arguments}
                  num_classes=100, **kw) -> tuple:
     "(ModelConfig, state, random parts) of an icefall k2SSL checkpoint (Zipformer or HuBERT-CE)."
-    if not isinstance(ckpt.get("model"), dict): raise ValueError("an icefall checkpoint holds its weights under 'model'")
+    if not isinstance(ckpt.get("model"), dict):
+        raise ValueError("an icefall checkpoint holds its weights under 'model'")
     sd = _icefall_ssl_state(ckpt["model"])
     params = {k: plain(v) for k, v in ckpt.items() if k not in _ICEFALL_STATES}
     if any(k.startswith("encoder.encoders.") for k in sd):
@@ -444,7 +462,7 @@ def from_icefall(ckpt: dict, # an icefall checkpoint: {"model": weights, ..., th
     n = n[0] if isinstance(n, (list, tuple)) else n
     return from_fairseq({"model": sd, "args": argparse.Namespace(**params)}, num_classes=n or num_classes, **kw)
 
-# %% ../nbs/13a_convert.ipynb #2c4efd0d
+# %% ../nbs/13a_convert.ipynb #c3267dc3
 _ZIPFORMER_ARGS = {"num_layers": "num_encoder_layers", "dims": "encoder_dim", "ff_dims": "feedforward_dim",
                    "heads": "num_heads", "query_head_dim": "query_head_dim", "value_head_dim": "value_head_dim",
                    "pos_head_dim": "pos_head_dim", "unmasked_dims": "encoder_unmasked_dim",
@@ -470,9 +488,9 @@ def cnn_from_fairseq_settings(settings: dict, normalize_waveform: bool | None = 
     mode = {"default": "group_norm", "layer_norm": "layer_norm"}.get(settings.get("extractor_mode", "default"))
     if mode is None: raise ValueError(f"extractor_mode {settings['extractor_mode']!r} is not 'default' or 'layer_norm'")
     if normalize_waveform is None: normalize_waveform = settings.get("normalize", settings.get("do_normalize", False))
-    return CNNConfig(channels=layers[0][0], kernels=tuple(k for _, k, _ in layers), strides=tuple(s for _, _, s in layers),
-                     extractor_mode=mode, conv_bias=bool(settings.get("conv_bias", False)),
-                     normalize_waveform=bool(normalize_waveform))
+    return CNNConfig(channels=layers[0][0], kernels=tuple(k for _, k, _ in layers),
+                     strides=tuple(s for _, _, s in layers), extractor_mode=mode,
+                     conv_bias=bool(settings.get("conv_bias", False)), normalize_waveform=bool(normalize_waveform))
 
 _AROUND_ENCODER = [  # fairseq / icefall names around the encoder -> ours
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"frontend.convs.\1.\2"),
@@ -501,7 +519,7 @@ def zipformer_from_icefall(sd: dict, # the SSL model's weights, icefall's names
     ssl = objective_from(params, "linear", num_classes, 256)
     return ModelConfig(encoder="zipformer", frontend="cnn", zipformer=zcfg, cnn=cnn, ssl=ssl), ours, random_parts
 
-# %% ../nbs/13a_convert.ipynb #dd4657a2
+# %% ../nbs/13a_convert.ipynb #f4ba5ec1
 CONVERTERS = {"torchaudio": from_torchaudio, "fairseq": from_fairseq, "huggingface": from_huggingface,
               "icefall": from_icefall}
 
@@ -510,7 +528,8 @@ def load_source(src, # a path, or an object already loaded
                 trust_pickle: bool = False,
                ) -> tuple[str, object]: # (source name, what to convert)
     "The format and the readable contents of a source."
-    if source is not None and source not in SOURCES: raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
     if not isinstance(src, (str, Path)): return source or detect_source(src), src
     p = Path(src)
     if not p.exists(): raise FileNotFoundError(f"{p} does not exist")
@@ -541,7 +560,7 @@ def convert(src, # a file or folder in one of SOURCES, or a model / state dict i
     origin = str(src) if isinstance(src, (str, Path)) else type(src).__name__
     return save_pretrained(model, out, converted_from=dict(source=kind, origin=origin, random_parts=list(random_parts)))
 
-# %% ../nbs/13a_convert.ipynb #f4ba5ec1
+# %% ../nbs/13a_convert.ipynb #fa84e020
 def _choice(value, yes: str, no: str, name: str) -> bool | None:
     "None, or True / False for the two words an option accepts."
     if value is None: return None
@@ -562,6 +581,7 @@ def convert_cli(src: str, # the file or folder to convert
                 feature: str = None, # k-means on raw features: mfcc or fbank
                ):
     "Convert a torchaudio, fairseq, Hugging Face or icefall model, or a k-means model, into k2ssl_lit's format."
-    path = convert(src, out, source, trust_pickle, num_heads, _choice(encoder_norm, "pre", "post", "encoder-norm"),
-                   _choice(normalize_waveform, "yes", "no", "normalize-waveform"), num_classes, checkpoint, layer, feature)
+    pre_ln = _choice(encoder_norm, "pre", "post", "encoder-norm")
+    norm = _choice(normalize_waveform, "yes", "no", "normalize-waveform")
+    path = convert(src, out, source, trust_pickle, num_heads, pre_ln, norm, num_classes, checkpoint, layer, feature)
     print(f"wrote {path}")
