@@ -105,7 +105,8 @@ def plain(obj):
         st = obj.state if isinstance(obj.state, dict) else {}
         if "_content" in st: return plain(st["_content"])  # an omegaconf container
         if "_val" in st: return plain(st["_val"])          # an omegaconf value node
-        return {k: plain(v) for k, v in st.items()} if st else None
+        if st: return {k: plain(v) for k, v in st.items()}
+        return plain(obj.args[0]) if len(obj.args) == 1 else None  # an enum member (fairseq's choices): its value
     if isinstance(obj, pathlib.PurePath): return str(obj)
     if isinstance(obj, dict) or (hasattr(obj, "items") and hasattr(obj, "keys")):
         return {str(k): plain(v) for k, v in obj.items()}
@@ -200,7 +201,8 @@ def huggingface_to_torchaudio(sd: dict) -> dict:
         elif k.startswith("feature_projection."): out["encoder." + k] = v
         elif k.startswith("encoder."): out["encoder.transformer." + k.removeprefix("encoder.")] = v
         elif k == "masked_spec_embed": out["mask_generator.mask_embedding"] = v
-        elif k.startswith(("lm_head.", "projector.", "classifier.")): continue  # task outputs, not the encoder
+        elif k.startswith(("lm_head.", "projector.", "classifier.", "quantizer.", "project_hid.", "project_q.")):
+            continue  # task outputs and wav2vec 2.0's quantizer: not the encoder
         else: raise ValueError(f"Hugging Face tensor {k!r} has no HuBERT counterpart")
     return out
 

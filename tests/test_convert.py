@@ -1,6 +1,6 @@
 """k2ssl-convert: every source against its own library's forward pass (or icefall's recorded outputs), safe loading,
 and the converted files in the tools downstream."""
-import argparse, subprocess, sys, types
+import argparse, enum, subprocess, sys, types
 from pathlib import Path
 
 import joblib
@@ -12,7 +12,7 @@ import torchaudio
 from sklearn.cluster import MiniBatchKMeans
 from torchaudio.models.wav2vec2.utils.import_fairseq import _map_key
 
-from k2ssl_lit.convert import PickleRefused, StandIn, convert, detect_source, read_file
+from k2ssl_lit.convert import PickleRefused, StandIn, convert, detect_source, plain, read_file
 from k2ssl_lit.kmeans import KMeansLabeler, load_layer_features
 from k2ssl_lit.presets import load_checkpoint, load_pretrained
 
@@ -127,14 +127,18 @@ def test_fairseq_checkpoint(tmp_path, waves, cfg_kind):
         class DictConfig:
             def __init__(self, content): self._content = content
         DictConfig.__module__, DictConfig.__qualname__, mod.DictConfig = "fake_omegaconf", "DictConfig", DictConfig
+        mod.LAYER_TYPE = enum.Enum("LAYER_TYPE", {"transformer": "transformer", "conformer": "conformer"},
+                                   module="fake_omegaconf", qualname="LAYER_TYPE")  # like fairseq's ChoiceEnum fields
         sys.modules["fake_omegaconf"] = mod
-        ckpt.update(args=None, cfg=DictConfig({"model": DictConfig(FS_MODEL), "task": DictConfig({"normalize": False})}))
+        model_cfg = DictConfig({**FS_MODEL, "layer_type": mod.LAYER_TYPE.transformer})
+        ckpt.update(args=None, cfg=DictConfig({"model": model_cfg, "task": DictConfig({"normalize": False})}))
     path = tmp_path / "fairseq.pt"
     torch.save(ckpt, path, _use_new_zipfile_serialization=cfg_kind != "legacy_file")
     sys.modules.pop("fake_omegaconf", None)
     if cfg_kind == "omegaconf_stand_in":
         with pytest.raises(PickleRefused, match="fake_omegaconf.DictConfig"): convert(path, tmp_path / "x.pt")
-        assert isinstance(read_file(path, trust_pickle=True)["cfg"], StandIn)
+        cfg = read_file(path, trust_pickle=True)["cfg"]
+        assert isinstance(cfg, StandIn) and plain(cfg)["model"]["layer_type"] == "transformer"
     out = convert(path, tmp_path / "ours.pt", trust_pickle=cfg_kind == "omegaconf_stand_in")
     model = load_pretrained(out)
     assert model.config.hubert.num_heads == 4 and model.config.ssl.feature_grad_mult == 0.1
