@@ -353,3 +353,22 @@ def test_full_size_torchaudio_layouts(factory, dim, heads, pre_ln, mode):
     missing = set(want) - set(ours)
     assert {k.split(".")[0] for k in missing} <= set(random_parts) and set(ours) <= set(want)
     assert all(ours[k].shape == want[k].shape for k in ours)
+
+
+def test_incomplete_sources_name_what_is_missing(tmp_path):
+    "A tensor missing from an icefall or Hugging Face source, or a cut-short safetensors file: an error naming it, no file."
+    ckpt = read_file(FIXTURES / "convert_icefall_zipformer.pt")
+    gone = next(k for k in ckpt["model"] if k.startswith("encoder.encoders.2."))
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if k != gone}
+    torch.save(ckpt, tmp_path / "ice.pt")
+    with pytest.raises(ValueError, match=gone.replace(".", r"\.")): convert(tmp_path / "ice.pt", tmp_path / "x.pt")
+    pytest.importorskip("transformers")
+    hf = tiny_hf(False)
+    hf.save_pretrained(tmp_path / "hf")
+    raw = (tmp_path / "hf" / "model.safetensors").read_bytes()
+    (tmp_path / "hf" / "model.safetensors").write_bytes(raw[:-100])
+    with pytest.raises(ValueError, match="truncated"): convert(tmp_path / "hf", tmp_path / "x.pt")
+    sd = {k: v for k, v in hf.state_dict().items() if k != "encoder.layers.1.final_layer_norm.bias"}
+    with pytest.raises(ValueError, match=r"layers\.1\.final_layer_norm\.bias"):
+        convert(sd, tmp_path / "x.pt", source="huggingface", num_heads=4)
+    assert not (tmp_path / "x.pt").exists()
