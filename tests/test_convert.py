@@ -349,6 +349,11 @@ def test_full_size_torchaudio_layouts(factory, dim, heads, pre_ln, mode):
     assert (h.dim, h.num_heads, h.layer_norm_first, cfg.cnn.extractor_mode, cfg.cnn.strides) == \
         (dim, heads, pre_ln, mode, (5, 2, 2, 2, 2, 2, 2))
     assert random_parts == ["head", "mask_emb"]  # torchaudio's Wav2Vec2Model: the encoder alone
+    if factory in ("hubert_base", "hubert_large"):  # the same architecture as our preset of that name
+        from k2ssl_lit.presets import model_preset
+        p = model_preset(factory)
+        arch = ("dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel", "pos_conv_groups", "layer_norm_first")
+        assert cfg.cnn == p.cnn and all(getattr(h, a) == getattr(p.hubert, a) for a in arch)
     with torch.device("meta"): want = build_model(cfg).state_dict()
     missing = set(want) - set(ours)
     assert {k.split(".")[0] for k in missing} <= set(random_parts) and set(ours) <= set(want)
