@@ -106,7 +106,7 @@ class OurStep:
         from k2ssl_lit.ssl import SSLConfig, SSLModel
         from k2ssl_lit.zipformer import ZipformerEncoder, zipformer_base
         if base == "hubert":
-            cfg = SSLConfig(num_classes=num_classes, head="cosine", feature_grad_mult=0.1)
+            cfg = SSLConfig(num_classes=num_classes, head="cosine", feature_grad_mult=0.1, dropout_input=0.1)  # fairseq HuBERT Base
             return SSLModel(WaveformCNN(CNNConfig()), HubertEncoder(hubert_base()), cfg), None
         cfg = SSLConfig(num_classes=num_classes, head="linear")
         if base == "zipformer": return SSLModel(WaveformCNN(CNNConfig()), ZipformerEncoder(zipformer_base()), cfg), None
