@@ -17,7 +17,8 @@ __all__ = ['SWOOSH_SLOPE', 'SWOOSH_R_SHIFT', 'SWOOSH_R_OFFSET', 'SWOOSH_L_SHIFT'
            'swoosh_l', 'SwooshR', 'SwooshL', 'saved_bytes', 'plot_swoosh', 'ScaledLinear', 'ScaledConv1d',
            'ScaledConv2d', 'ScheduledFloat', 'BatchClock', 'set_batch_count', 'ScheduledDropout', 'plot_schedules',
            'positive_fraction_to_mean_ratio', 'abs_to_rms', 'balancer_loss', 'BalancerFunction', 'Balancer',
-           'whitening_metric', 'WhitenFunction', 'Whiten', 'AbsValuePenalty', 'penalize_abs_values_gt']
+           'whitening_metric', 'WhitenFunction', 'Whiten', 'whiten_state', 'load_whiten_state', 'AbsValuePenalty',
+           'penalize_abs_values_gt']
 
 # %% ../nbs/05_scaling.ipynb #f9491735
 class LimitParamValue(torch.autograd.Function):
@@ -404,6 +405,18 @@ class Whiten(nn.Module):
         grad_scale = self.clock(self.grad_scale)
         if grad_scale == 0 or float(torch.rand(())) >= self.prob: return x
         return WhitenFunction.apply(x, self, self.clock(self.whitening_limit), grad_scale)
+
+# %% ../nbs/05_scaling.ipynb #0716ad21
+def whiten_state(model: nn.Module) -> list[float]:
+    "The current check probability of every Whiten in `model`, in module order: training state for an exact resume."
+    return [m.prob for m in model.modules() if isinstance(m, Whiten)]
+
+def load_whiten_state(model: nn.Module, state: list[float]) -> None:
+    "Restore the check probabilities that `whiten_state` returned."
+    whitens = [m for m in model.modules() if isinstance(m, Whiten)]
+    if len(state) != len(whitens):
+        raise ValueError(f"{len(state)} Whiten probabilities for a model with {len(whitens)} Whiten modules")
+    for m, p in zip(whitens, state): m.prob = float(p)
 
 # %% ../nbs/05_scaling.ipynb #0cad7b68
 class AbsValuePenalty(torch.autograd.Function):
