@@ -4,10 +4,10 @@
 
 # %% ../nbs/02_data.ipynb #2bf819e3
 from __future__ import annotations
-import base64, dataclasses, itertools, logging, warnings
+import base64, dataclasses, itertools, logging, os, warnings
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -23,11 +23,12 @@ from .core import SAMPLE_RATE, FRAME_HOP, FRAME_WINDOW, console_script, num_fram
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['AUDIO_SUFFIXES', 'MIN_DURATION', 'MAX_DURATION', 'LABEL_PAD', 'use_soundfile_backend', 'find_audio', 'check_audio',
-           'to_mono_16k', 'convert_audio', 'PrepareReport', 'prepare_audio_dir', 'prepare_cli', 'filter_duration',
-           'librispeech_cuts', 'corpus_cuts', 'align_labels', 'encode_labels', 'decode_labels', 'attach_labels',
-           'cut_labels', 'crop_collate', 'pad_collate', 'load_wave', 'SSLDataset', 'make_sampler', 'make_dataloader',
-           'plot_durations', 'waste']
+__all__ = ['AUDIO_SUFFIXES', 'OTHER_AUDIO_SUFFIXES', 'MIN_DURATION', 'MAX_DURATION', 'LABEL_PAD', 'use_soundfile_backend',
+           'InputError', 'checked_cuts', 'read_manifest', 'find_audio', 'check_audio', 'to_mono_16k', 'convert_audio',
+           'PrepareReport', 'NoUsableAudio', 'prepare_audio_dir', 'prepare_cli', 'filter_duration', 'librispeech_cuts',
+           'corpus_cuts', 'align_labels', 'encode_labels', 'decode_labels', 'attach_labels', 'cut_labels',
+           'validate_labels', 'crop_collate', 'pad_collate', 'load_wave', 'try_load_wave', 'SSLDataset', 'make_sampler',
+           'make_dataloader', 'plot_durations', 'waste']
 
 # %% ../nbs/02_data.ipynb #277eeb51
 def use_soundfile_backend() -> None:
@@ -35,21 +36,78 @@ def use_soundfile_backend() -> None:
     from lhotse.audio.backend import LibsndfileBackend, get_current_audio_backend, set_current_audio_backend
     if not isinstance(get_current_audio_backend(), LibsndfileBackend): set_current_audio_backend(LibsndfileBackend())
 
-# %% ../nbs/02_data.ipynb #c6060cdc
-AUDIO_SUFFIXES = (".wav", ".flac")  # matched case-insensitively
-MIN_DURATION = 2.0   # seconds; k2SSL drops shorter cuts
-MAX_DURATION = 30.0  # seconds; longer files should be segmented first
+# %% ../nbs/02_data.ipynb #1c571a68
+class InputError(ValueError):
+    "Input the user can fix (a file, an option), named in the message; the command-line tools print it on one line."
 
-def find_audio(root, # folder searched recursively
+def checked_cuts(cuts: Iterable[Cut], # any iterable of cuts, e.g. a lazy CutSet read from a file
+                 what: str = "cuts", # how the source is named in errors, e.g. "training manifest x.jsonl.gz"
+                ) -> Iterator[Cut]:
+    "Iterate `cuts`, turning a read failure (truncated or corrupt file) into an InputError that names the source."
+    it = iter(cuts)
+    while True:
+        try: cut = next(it)
+        except StopIteration: return
+        except Exception as e: raise InputError(f"{what} cannot be read to the end ({type(e).__name__}: {e}): "
+                                                 f"is the file truncated or not a lhotse manifest?") from None
+        yield cut
+
+def read_manifest(path, # a lhotse cuts manifest (.jsonl, .jsonl.gz, .json)
+                  what: str = "cuts", # named in errors: "training", "dev", ...
+                  full: bool = False, # read every cut now (eager CutSet), so that a truncated file fails here
+                 ) -> CutSet:
+    "The CutSet in `path` (lazy unless `full`), or an InputError naming the file: missing, empty, unreadable."
+    path = Path(path); name = f"{what} manifest {path}"
+    if not path.is_file(): raise InputError(f"{name} does not exist (or is not a file)")
+    use_soundfile_backend()
+    try: cuts = CutSet.from_file(path)  # lhotse returns None for an empty file
+    except Exception as e: raise InputError(f"{name} cannot be read ({type(e).__name__}: {e})") from None
+    if cuts is None: raise InputError(f"{name} holds no cuts")
+    if full: cuts = CutSet.from_cuts(checked_cuts(cuts, name))
+    if next(iter(checked_cuts(cuts, name)), None) is None: raise InputError(f"{name} holds no cuts")
+    return cuts
+
+# %% ../nbs/02_data.ipynb #c6060cdc
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus")  # what libsndfile reads; any case
+OTHER_AUDIO_SUFFIXES = (".m4a", ".aac", ".wma", ".mp4", ".webm", ".amr")  # audio libsndfile cannot read: named, not kept
+MIN_DURATION = 2.0   # seconds; k2SSL drops shorter cuts when it trains
+MAX_DURATION = 30.0  # seconds; longer cuts waste memory in a batch
+
+def _walk(root: Path, problems: dict) -> Iterator[Path]:
+    "Every file under `root` (links followed, each real folder once); folders that cannot be opened go to `problems`."
+    seen, rel = set(), lambda p: Path(p).relative_to(root).as_posix()
+    def unreadable(e: OSError): problems[rel(e.filename) + "/"] = f"folder not readable ({e.strerror or e})"
+    for d, dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
+        if os.path.realpath(d) in seen: dirs[:] = []; continue  # a link back up the tree, or a second link to a folder
+        seen.add(os.path.realpath(d))
+        yield from (Path(d) / f for f in files)
+
+def _first_paths(paths: list[Path], root: Path, problems: dict) -> list[Path]:
+    "One path per real file (a path that is not a link first); the others named in `problems`."
+    by_file = {}
+    for p in sorted(paths, key=lambda p: (p.is_symlink(), str(p))): by_file.setdefault(p.resolve(), []).append(p)
+    for first, *others in by_file.values():
+        for p in others: problems[p.relative_to(root).as_posix()] = f"same file as {first.relative_to(root).as_posix()} (a link): kept once"
+    return sorted(ps[0] for ps in by_file.values())
+
+def find_audio(root, # folder searched recursively (links followed)
                exclude=None, # a folder whose files are left out (e.g. our own output folder)
+               problems: dict | None = None, # receives relative path -> why a file or folder is not listed
               ) -> list[Path]:
-    "Sorted paths of the .wav and .flac files (any case) under `root`."
+    "Sorted paths of the audio files under `root` that libsndfile can read, each real file once."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"audio folder {root} does not exist or is not a folder")
+    problems = {} if problems is None else problems
     exclude = Path(exclude).resolve() if exclude is not None else None
-    found = [p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()]
-    if exclude is not None: found = [p for p in found if not p.resolve().is_relative_to(exclude)]
-    return sorted(found)
+    found = []
+    for p in _walk(root, problems):
+        suffix, rel = p.suffix.lower(), p.relative_to(root).as_posix()
+        if suffix not in AUDIO_SUFFIXES + OTHER_AUDIO_SUFFIXES: continue
+        if not p.exists(): problems[rel] = f"broken symbolic link to {os.readlink(p)}"; continue
+        if exclude is not None and p.resolve().is_relative_to(exclude): continue
+        if suffix in OTHER_AUDIO_SUFFIXES: problems[rel] = f"{suffix} audio, which libsndfile cannot read (convert it to FLAC)"
+        else: found.append(p)
+    return _first_paths(found, root, problems)
 
 # %% ../nbs/02_data.ipynb #9712d97e
 def _decode_problem(path: Path, frames: int, block: int = 1 << 15) -> str | None:
@@ -67,10 +125,10 @@ def _decode_problem(path: Path, frames: int, block: int = 1 << 15) -> str | None
     return None
 
 def check_audio(path, # an audio file
-                min_duration: float = MIN_DURATION, # seconds; shorter files are rejected
-                max_duration: float | None = MAX_DURATION, # seconds; longer files are rejected (None: no limit)
+                min_duration: float = 0.0, # seconds; shorter files are rejected (0: none)
+                max_duration: float | None = None, # seconds; longer files are rejected (None: no limit)
                ) -> str | None: # the reason the file cannot be used, or None
-    "Why the audio file at `path` cannot be used for training, or None when it can (decodes it fully)."
+    "Why the audio file at `path` cannot be used, or None when it can (decodes it fully)."
     path = Path(path)
     if path.stat().st_size == 0: return "empty file (0 bytes)"
     try: info = sf.info(str(path))
@@ -112,40 +170,53 @@ class PrepareReport:
     audio_dir: str
     kept: list = dataclasses.field(default_factory=list)       # relative paths of the files in the manifest
     converted: dict = dataclasses.field(default_factory=dict)  # relative path -> how it was converted
-    skipped: dict = dataclasses.field(default_factory=dict)    # relative path -> why it was skipped
+    skipped: dict = dataclasses.field(default_factory=dict)    # relative path -> why it was skipped (or not listed)
     seconds: float = 0.0                                       # total duration kept
 
     def summary(self) -> str:
         "The report as text: counts, then every converted and every skipped file by name."
-        lines = [f"{len(self.kept) + len(self.skipped)} audio files under {self.audio_dir}",
+        lines = [f"{len(self.kept) + len(self.skipped)} audio files, links and folders under {self.audio_dir}",
                  f"kept: {len(self.kept)} ({self.seconds / 3600:.3f} h), of which converted: {len(self.converted)}",
                  f"skipped: {len(self.skipped)}"]
         lines += ["converted:"] + [f"  {k}: {v}" for k, v in self.converted.items()] if self.converted else []
-        lines += ["skipped:"] + [f"  {k}: {v}" for k, v in self.skipped.items()] if self.skipped else []
+        lines += ["skipped:"] + [f"  {k}: {v}" for k, v in sorted(self.skipped.items())] if self.skipped else []
         return "\n".join(lines)
+
+class NoUsableAudio(InputError):
+    "No file of an audio folder can be used; `.report` says why for each."
+    def __init__(self, report: PrepareReport):
+        self.report = report
+        named = "; ".join(f"{k}: {v}" for k, v in itertools.islice(sorted(report.skipped.items()), 3))
+        super().__init__(f"no usable audio file under {report.audio_dir} ({len(report.skipped)} skipped"
+                         + (f", first: {named})" if named else "; no .wav/.flac/.mp3/.ogg/.opus file at all)"))
 
 # %% ../nbs/02_data.ipynb #e95534ea
 def _usable_recording(path: Path, rid: str, out_dir: Path, report: PrepareReport, rel: str) -> Recording:
     "A 16 kHz mono Recording for the checked file `path`, converting it into `out_dir/audio` when needed."
     info = sf.info(str(path))
-    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+    if info.samplerate != SAMPLE_RATE or info.channels != 1 or path.suffix.lower() not in (".wav", ".flac"):
         dst = out_dir / "audio" / f"{rid}.flac"
         report.converted[rel] = convert_audio(path, dst)
         path = dst
     return Recording.from_file(path.resolve(), recording_id=rid)
 
-def prepare_audio_dir(audio_dir, # folder of .wav/.flac files, searched recursively
+def _check_limits(min_duration: float, max_duration: float | None) -> None:
+    if min_duration < 0: raise InputError(f"--min-duration must be >= 0 seconds, got {min_duration:g}")
+    if max_duration is not None and max_duration <= min_duration:
+        raise InputError(f"--max-duration must be above --min-duration ({min_duration:g} s), got {max_duration:g}")
+
+def prepare_audio_dir(audio_dir, # folder of audio files, searched recursively
                       out_dir, # where cuts.jsonl.gz (and converted audio, in audio/) are written
-                      min_duration: float = MIN_DURATION, # seconds; shorter files are skipped
-                      max_duration: float | None = MAX_DURATION, # seconds; longer files are skipped
+                      min_duration: float = 0.0, # seconds; shorter files are skipped (0: keep all)
+                      max_duration: float | None = None, # seconds; longer files are skipped (None: keep all)
                       progress: bool = True, # show a progress bar
                      ) -> tuple[CutSet, PrepareReport]:
     "Check, convert and list every audio file under `audio_dir`; write `out_dir/cuts.jsonl.gz`."
+    _check_limits(min_duration, max_duration)
     use_soundfile_backend()
     audio_dir, out_dir = Path(audio_dir), Path(out_dir)
-    files = find_audio(audio_dir, exclude=out_dir)
-    if not files: raise ValueError(f"no {'/'.join(AUDIO_SUFFIXES)} files (any case) under {audio_dir}")
     report, cuts = PrepareReport(audio_dir=str(audio_dir)), {}
+    files = find_audio(audio_dir, exclude=out_dir, problems=report.skipped)
     for path in tqdm(files, desc="checking audio", disable=not progress):
         rel = path.relative_to(audio_dir).as_posix()
         rid = rel.rsplit(".", 1)[0]
@@ -155,6 +226,7 @@ def prepare_audio_dir(audio_dir, # folder of .wav/.flac files, searched recursiv
             report.skipped[rel] = reason; _log.warning(f"skipping {path}: {reason}"); continue
         cuts[rid] = _usable_recording(path, rid, out_dir, report, rel).to_cut()
         report.kept.append(rel); report.seconds += cuts[rid].duration
+    if not cuts: raise NoUsableAudio(report)
     cuts = CutSet.from_cuts(cuts.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     cuts.to_file(out_dir / "cuts.jsonl.gz")
@@ -162,14 +234,17 @@ def prepare_audio_dir(audio_dir, # folder of .wav/.flac files, searched recursiv
 
 # %% ../nbs/02_data.ipynb #884dc25a
 @console_script
-def prepare_cli(audio_dir: str = None, # folder of .wav/.flac files, searched recursively
+def prepare_cli(audio_dir: str = None, # folder of audio files, searched recursively
                 out: str = None, # output folder for cuts.jsonl.gz and converted audio
-                min_duration: float = MIN_DURATION, # seconds; shorter files are skipped
-                max_duration: float = MAX_DURATION, # seconds; longer files are skipped (0: no limit)
+                min_duration: float = 0.0, # seconds; shorter files are skipped (0: keep all; training filters later)
+                max_duration: float = 0.0, # seconds; longer files are skipped (0: no limit)
                ):
     "Build a 16 kHz mono lhotse manifest (OUT/cuts.jsonl.gz) from a folder of audio, naming every file skipped and why."
     if audio_dir is None or out is None: raise SystemExit("k2ssl-prepare: both --audio_dir and --out are required")
-    cuts, report = prepare_audio_dir(audio_dir, out, min_duration, max_duration or None)
+    if max_duration < 0: raise SystemExit(f"k2ssl-prepare: --max-duration must be >= 0 seconds (0: no limit), got {max_duration:g}")
+    try: cuts, report = prepare_audio_dir(audio_dir, out, min_duration, max_duration or None)
+    except NoUsableAudio as e: print(e.report.summary()); raise SystemExit(f"k2ssl-prepare: {e}") from None
+    except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-prepare: {e}") from None
     print(report.summary())
     print(f"wrote {len(cuts)} cuts to {Path(out) / 'cuts.jsonl.gz'}")  # returns None: the exit status is 0
 
@@ -271,6 +346,47 @@ def cut_labels(cut: Cut, key: str = "kmeans") -> torch.Tensor:
     else: raise TypeError(f"cut {cut.id!r}: custom[{key!r}] holds {type(value).__name__}, not labels")
     return torch.from_numpy(arr)
 
+# %% ../nbs/02_data.ipynb #d30dd092
+_LABEL_PROBLEMS = {"missing": "have no labels", "range": "have ids outside [0, num_classes)",
+                   "length": "have a label count the off-by-one rule rejects", "k": "were labelled with another k"}
+
+def _label_problem(cut: Cut, key: str, num_classes: int) -> tuple[str, str] | tuple[None, torch.Tensor]:
+    "(kind, description) of what is wrong with the labels of `cut`, or (None, labels)."
+    try: lab = cut_labels(cut, key)
+    except (KeyError, TypeError, ValueError) as e: return "missing", f"{cut.id!r} ({e})" if not isinstance(e, KeyError) else repr(cut.id)
+    value = cut.custom[key]
+    k = value.get("num_classes") if isinstance(value, dict) else None
+    if k is not None and k != num_classes: return "k", f"{cut.id!r} (k={k})"
+    if len(lab) and (int(lab.min()) < 0 or int(lab.max()) >= num_classes):
+        return "range", f"{cut.id!r} (ids {int(lab.min())}..{int(lab.max())})"
+    if cut.has_recording:
+        try: align_labels(lab, cut.num_samples, cut.id)
+        except ValueError: return "length", f"{cut.id!r} ({len(lab)} labels, {num_frames(cut.num_samples)} frames)"
+    return None, lab
+
+def validate_labels(cuts: Iterable[Cut], # the cuts to train on (a lazy CutSet is read once)
+                    num_classes: int, # k: the model's number of classes
+                    key: str = "kmeans", # the custom field holding the labels
+                    what: str = "cuts", # names the source in errors, e.g. "training manifest km/train_cuts.jsonl.gz"
+                    max_named: int = 5, # cuts named per kind of problem
+                   ) -> dict: # cuts, frames, classes_used
+    "One pass over `cuts`: every cut labelled, ids in [0, num_classes), lengths by the off-by-one rule; else InputError."
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+    bad, named, n, frames = dict.fromkeys(_LABEL_PROBLEMS, 0), {k: [] for k in _LABEL_PROBLEMS}, 0, 0
+    used = np.zeros(num_classes, dtype=bool)
+    for cut in checked_cuts(cuts, what):
+        n += 1
+        kind, got = _label_problem(cut, key, num_classes)
+        if kind is None: frames += len(got); used[got.numpy()] = True; continue
+        bad[kind] += 1
+        if len(named[kind]) < max_named: named[kind].append(got)
+    if n == 0: raise InputError(f"{what} holds no cuts")
+    if any(bad.values()):
+        raise InputError(f"{what}: labels in custom[{key!r}] are unusable for num_classes={num_classes}: " + "; ".join(
+            f"{c} of {n} cuts {_LABEL_PROBLEMS[k]} (first: {', '.join(named[k])})" for k, c in bad.items() if c))
+    return {"cuts": n, "frames": frames, "classes_used": int(used.sum())}
+
 # %% ../nbs/02_data.ipynb #ed2275da
 LABEL_PAD = -100  # label of padded frames: cross_entropy's default ignore_index
 
@@ -338,6 +454,13 @@ def _load_error(cut: Cut, e: Exception) -> str:
     except Exception: msg = type(e).__name__  # some exceptions cannot even print themselves
     return f"cannot read {', '.join(files) or 'its audio'} ({msg})"
 
+def try_load_wave(cut: Cut) -> tuple[torch.Tensor | None, str | None]:
+    "(wave, None) for a cut whose audio loads and holds at least one frame, else (None, why not, naming the file)."
+    try: wave = load_wave(cut)
+    except Exception as e: return None, _load_error(cut, e)
+    if len(wave) < FRAME_WINDOW: return None, f"{len(wave)} samples, fewer than one frame ({FRAME_WINDOW})"
+    return wave, None
+
 # %% ../nbs/02_data.ipynb #eee82fb2
 class SSLDataset(torch.utils.data.Dataset):
     "lhotse-style dataset: a CutSet in, a collated batch of audio, labels and lengths out; unreadable cuts skipped."
@@ -354,9 +477,8 @@ class SSLDataset(torch.utils.data.Dataset):
 
     def _load(self, cut: Cut):
         "(wave, labels) of one cut, or (None, reason) when its audio cannot be used."
-        try: wave = load_wave(cut)
-        except Exception as e: return None, _load_error(cut, e)
-        if len(wave) < FRAME_WINDOW: return None, f"{len(wave)} samples, fewer than one frame ({FRAME_WINDOW})"
+        wave, why = try_load_wave(cut)
+        if wave is None: return None, why
         if self.label_key is None: return wave, None
         return wave, align_labels(cut_labels(cut, self.label_key), len(wave), cut.id)
 
@@ -385,24 +507,44 @@ def __getitem__(self: SSLDataset, cuts: CutSet) -> dict | None:
     return batch
 
 # %% ../nbs/02_data.ipynb #f6d124ca
+def _audio_upto(cuts: Iterable[Cut], min_cuts: int, seconds: float) -> tuple[int, float, bool]:
+    "Cuts and seconds read until both `min_cuts` and `seconds` are reached; whether the whole set was read."
+    n, total = 0, 0.0
+    for c in cuts:
+        n += 1; total += c.duration
+        if n >= min_cuts and total >= seconds: return n, total, False
+    return n, total, True
+
+def _small_set(n: int, total: float, num_buckets: int, max_duration: float, min_bucket_batches: int, drop_last: bool) -> int:
+    "Buckets for a small set: as many as hold `min_bucket_batches` full batches each (at least one); warns."
+    buckets = max(1, min(num_buckets, n, int(total // (min_bucket_batches * max_duration))))
+    if drop_last or buckets < min(num_buckets, n):
+        _log.warning(f"make_sampler: a small set ({n} cuts, {total:.0f} s) fills fewer than {min_bucket_batches} batches of "
+                     f"{max_duration:g} s in each of {num_buckets} buckets: using {buckets} bucket(s) and keeping every "
+                     f"bucket's last partial batch (drop_last off), so that each epoch uses every cut")
+    return buckets
+
 def make_sampler(cuts: CutSet, # training cuts (lazy for big corpora)
                  max_duration: float = 600.0, # seconds of (padded) audio per batch, per rank
                  num_buckets: int = 30, # duration buckets
                  shuffle: bool = True,
-                 drop_last: bool = True,
+                 drop_last: bool = True, # large sets: drop each bucket's last partial batch (small sets never do)
                  seed: int = 0, # same on every rank
                  world_size: int | None = None, # number of ranks (None: from torch.distributed / env, else 1)
                  rank: int | None = None, # this rank
+                 min_bucket_batches: int = 10, # full batches a bucket must hold for lhotse as is (0: never adjust)
                  **kwargs, # anything else DynamicBucketingSampler takes (duration_bins, buffer_size, ...)
                 ) -> DynamicBucketingSampler:
-    "lhotse's DynamicBucketingSampler with k2SSL's defaults, for one rank of `world_size` (a plain one for a single cut)."
-    # a toy set may have fewer cuts than buckets; counting at most num_buckets cuts keeps a lazy manifest lazy
-    available = len(cuts) if not cuts.is_lazy else sum(1 for _ in itertools.islice(cuts, num_buckets))
-    num_buckets = min(num_buckets, available)
+    "lhotse's DynamicBucketingSampler with k2SSL's defaults for one rank; a small set is used whole in every epoch."
+    if not max_duration > 0: raise InputError(f"max_duration must be positive (seconds per batch), got {max_duration}")
+    n, total, whole = _audio_upto(cuts, num_buckets, num_buckets * min_bucket_batches * max_duration)
+    if n == 0: raise InputError("make_sampler: the CutSet is empty")
+    num_buckets = min(num_buckets, n)
+    if whole and min_bucket_batches > 0:
+        num_buckets, drop_last = _small_set(n, total, num_buckets, max_duration, min_bucket_batches, drop_last), False
     with warnings.catch_warnings():  # lhotse advises lazy CutSets for speed; an eager one is fine when it fits
         warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
         if num_buckets < 2:  # bucketing needs two buckets of at least one cut each
-            if available == 0: raise ValueError("make_sampler: the CutSet is empty")
             return DynamicCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, drop_last=drop_last, seed=seed,
                                      world_size=world_size, rank=rank)
         return DynamicBucketingSampler(cuts, max_duration=max_duration, num_buckets=num_buckets, shuffle=shuffle,

@@ -1,6 +1,7 @@
 """Bad-input battery for k2ssl_lit.data: manifest creation (Python API and the k2ssl-prepare command) must name every
-bad file with its reason, skip and count it, convert what can be converted and keep every good file; training-time
-loading must skip (and count) a cut whose audio disappeared, never crash."""
+bad file, link and folder with its reason, skip and count it, convert what can be converted (including MP3 and Ogg,
+which libsndfile reads) and keep every readable file whatever its duration; a folder with nothing usable is a non-zero
+exit that writes nothing; training-time loading must skip (and count) a cut whose audio disappeared, never crash."""
 import gzip, json, os, subprocess, sys
 from pathlib import Path
 
@@ -13,13 +14,12 @@ from k2ssl_lit.core import SAMPLE_RATE
 from k2ssl_lit.data import SSLDataset, check_audio, prepare_audio_dir
 
 REPO = Path(__file__).resolve().parents[1]
-GOOD = ["good1.wav", "good2.flac", "sub/GOOD3.WAV"]      # 16 kHz mono, 2.5 s: kept as they are
+GOOD = ["good1.wav", "good2.flac", "sub/GOOD3.WAV", "short.wav"]  # 16 kHz mono (2.5 s and 0.1 s): kept as they are
 CONVERTED = "stereo44k.wav"                               # 44.1 kHz stereo: kept, converted to 16 kHz mono
 BAD = {  # file -> words its reason must contain
     "empty.wav": "empty file",
     "text.wav": "not readable as audio",
     "truncated.flac": "truncated or corrupt",
-    "short.wav": "too short",
 }
 
 
@@ -73,16 +73,16 @@ def test_manifest_battery(battery, tmp_path):
     for name, words in BAD.items():
         assert words in report.skipped[name], (name, report.skipped[name])
         assert name in report.summary()
-    assert "0.10 s < min_duration 2.00 s" in report.skipped["short.wav"]
     assert list(report.converted) == [CONVERTED]
     assert "44100 Hz 2 channels -> 16000 Hz mono" in report.converted[CONVERTED]
-    assert "kept: 4" in report.summary() and "skipped: 4" in report.summary()
+    assert "kept: 5" in report.summary() and "skipped: 3" in report.summary()
     # the manifest on disk holds exactly the kept files, all 16 kHz mono, all readable
     on_disk = [json.loads(line) for line in gzip.open(tmp_path / "out" / "cuts.jsonl.gz", "rt")]
-    assert sorted(c["id"] for c in on_disk) == ["good1", "good2", "stereo44k", "sub/GOOD3"]
+    assert sorted(c["id"] for c in on_disk) == ["good1", "good2", "short", "stereo44k", "sub/GOOD3"]
     for cut in cuts:
         audio = cut.load_audio()
-        assert cut.sampling_rate == SAMPLE_RATE and audio.shape == (1, int(2.5 * SAMPLE_RATE))
+        seconds = 0.1 if cut.id == "short" else 2.5
+        assert cut.sampling_rate == SAMPLE_RATE and audio.shape == (1, int(seconds * SAMPLE_RATE))
     # the converted file is the channel mean (0.2 x, x a unit sine): RMS 0.2 / sqrt(2)
     stereo = cuts["stereo44k"].load_audio()[0]
     assert abs(np.sqrt(np.mean(stereo**2)) - 0.2 / np.sqrt(2)) < 0.005
@@ -115,8 +115,8 @@ def test_cli_battery(battery, tmp_path):
         line = next((l for l in res.stdout.splitlines() if l.strip().startswith(f"{name}:")), None)
         assert line is not None and words in line, (name, res.stdout)
     assert f"{CONVERTED}: 44100 Hz 2 channels -> 16000 Hz mono" in res.stdout
-    assert "kept: 4" in res.stdout and "skipped: 4" in res.stdout
-    assert "wrote 4 cuts" in res.stdout and (out / "cuts.jsonl.gz").exists()
+    assert "kept: 5" in res.stdout and "skipped: 3" in res.stdout
+    assert "wrote 5 cuts" in res.stdout and (out / "cuts.jsonl.gz").exists()
 
 
 def test_missing_args_stop_the_cli(tmp_path):
@@ -130,8 +130,94 @@ def test_training_time_skip(battery, tmp_path):
     (battery / "good2.flac").unlink()  # disappears after the manifest was written
     ds = SSLDataset(label_key=None)
     batch = ds[cuts]
-    assert sorted(batch["cut_ids"]) == ["good1", "stereo44k", "sub/GOOD3"]
+    assert sorted(batch["cut_ids"]) == ["good1", "short", "stereo44k", "sub/GOOD3"]
     assert [cid for cid, _ in batch["skipped"]] == ["good2"]
     assert "good2.flac does not exist" in batch["skipped"][0][1]
     assert ds.num_skipped == 1
-    assert batch["audio"].shape == (3, int(2.5 * SAMPLE_RATE)) and torch.isfinite(batch["audio"]).all()
+    assert batch["audio"].shape == (4, int(0.1 * SAMPLE_RATE)) and torch.isfinite(batch["audio"]).all()  # crop: shortest
+
+
+def _prepare(*args):
+    exe = Path(sys.executable).parent / "k2ssl-prepare"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_short_real_recordings_are_kept(tmp_path):
+    "Eight readable recordings of 1.3-1.5 s: before, an empty manifest and exit 0; now all eight are kept."
+    d = tmp_path / "a"
+    d.mkdir()
+    for i in range(8):
+        sf.write(d / f"r{i}.wav", _tone(1.3 + 0.025 * i, SAMPLE_RATE, seed=i), SAMPLE_RATE)
+    res = _prepare("--audio-dir", d, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    assert "wrote 8 cuts" in res.stdout
+    lines = gzip.open(tmp_path / "out" / "cuts.jsonl.gz", "rt").read().splitlines()
+    assert sorted(json.loads(l)["id"] for l in lines) == [f"r{i}" for i in range(8)]
+
+
+def test_nothing_usable_is_an_error_and_writes_nothing(tmp_path):
+    d = tmp_path / "a"
+    d.mkdir()
+    (d / "empty.wav").write_bytes(b"")
+    (d / "voice.m4a").write_bytes(b"\x00\x00\x00 ftypM4A ")
+    res = _prepare("--audio-dir", d, "--out", tmp_path / "out")
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("k2ssl-prepare: no usable audio file under") and "empty.wav: empty file" in last
+    assert "Traceback" not in res.stderr
+    assert "voice.m4a: .m4a audio, which libsndfile cannot read" in res.stdout  # the report names every file
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    res = _prepare("--audio-dir", empty, "--out", tmp_path / "out")
+    assert res.returncode == 1 and "no usable audio file" in res.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["-5", "-0.5"])
+def test_negative_max_duration_is_one_line(battery, tmp_path, value):
+    res = _prepare("--audio-dir", battery, "--out", tmp_path / "out", "--max-duration", value)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"k2ssl-prepare: --max-duration must be >= 0 seconds (0: no limit), got {value}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_lossy_formats_links_and_folders(tmp_path):
+    "MP3 and Ogg (Vorbis, Opus) read through libsndfile; a link to a file is one cut; broken links and folders named."
+    d = tmp_path / "a"
+    (d / "more").mkdir(parents=True)
+    x = _tone(2.0, SAMPLE_RATE)
+    sf.write(d / "a.mp3", x, SAMPLE_RATE, format="MP3")
+    sf.write(d / "b.ogg", x, SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    sf.write(d / "c.opus", x, SAMPLE_RATE, format="OGG", subtype="OPUS")
+    sf.write(d / "real.wav", x, SAMPLE_RATE)
+    (d / "more" / "link.wav").symlink_to(d / "real.wav")
+    (d / "dangling.flac").symlink_to(d / "nowhere.flac")
+    (d / "loop").symlink_to(d, target_is_directory=True)  # a link back up the tree: walked once
+    cuts, report = prepare_audio_dir(d, tmp_path / "out", progress=False)
+    assert sorted(cuts.ids) == ["a", "b", "c", "real"]
+    assert sorted(report.converted) == ["a.mp3", "b.ogg", "c.opus"]
+    assert report.skipped == {"dangling.flac": f"broken symbolic link to {d / 'nowhere.flac'}",
+                              "more/link.wav": "same file as real.wav (a link): kept once"}
+    for cut in cuts:
+        a = cut.load_audio()
+        assert a.shape[0] == 1 and abs(a.shape[1] - 2 * SAMPLE_RATE) < 0.1 * SAMPLE_RATE
+
+
+def test_unreadable_folder_is_named(tmp_path, monkeypatch):
+    d = tmp_path / "a"
+    (d / "locked").mkdir(parents=True)
+    sf.write(d / "ok.wav", _tone(2.0, SAMPLE_RATE), SAMPLE_RATE)
+    sf.write(d / "locked" / "hidden.wav", _tone(2.0, SAMPLE_RATE), SAMPLE_RATE)
+    if os.geteuid() == 0:  # root opens every folder: stand in for the refusal
+        real = os.scandir
+        monkeypatch.setattr(os, "scandir", lambda p=".": (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(p)))
+                            if Path(p) == d / "locked" else real(p))
+    else:
+        os.chmod(d / "locked", 0)
+    try:
+        cuts, report = prepare_audio_dir(d, tmp_path / "out", progress=False)
+    finally:
+        os.chmod(d / "locked", 0o755)
+    assert list(cuts.ids) == ["ok"]
+    assert report.skipped == {"locked/": "folder not readable (Permission denied)"}
+    assert "locked/: folder not readable" in report.summary()
