@@ -524,11 +524,7 @@ def forward(self: ZipformerEncoder, x: torch.Tensor, # (B, T, in_dim) at 50 Hz
     return out, (layers if output_layers else None)
 
 # %% ../nbs/06_zipformer.ipynb #cea1453f
-def _part_table(pairs):
-    "icefall -> ours names of the modules inside a layer."
-    return {a: b for a, b in pairs}
-
-_ICEFALL_LAYER_PARTS = _part_table([
+_ICEFALL_LAYER_PARTS = dict([  # icefall -> our names of the modules inside a layer
     ("", ""), ("self_attn_weights", "attn_weights"), ("self_attn_weights.in_proj", "attn_weights.in_proj"),
     ("self_attn_weights.linear_pos", "attn_weights.pos_proj"), ("self_attn_weights.whiten_keys", "attn_weights.key_whiten"),
     ("self_attn_weights.balance_keys", "attn_weights.key_balancer"), ("nonlin_attention", "nla"),
