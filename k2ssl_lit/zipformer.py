@@ -359,6 +359,10 @@ class ZipformerLayer(nn.Module):
         self.out_whiten = Whiten(d, whitening_limit=whitening_limit(4.0, ratio=3.0), prob=WHITEN_PROB, grad_scale=0.01,
                                  clock=clock)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "icefall_bypass_scale", self.icefall_bypass_scale)  # older checkpoints lack it
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 # %% ../nbs/06_zipformer.ipynb #60e2833e
 def _skip_rate(layer: ZipformerLayer, rate: FloatLike) -> float:
     return layer.clock(rate) if layer.training else 0.0
@@ -485,6 +489,10 @@ class ZipformerEncoder(nn.Module):
         self.num_layers = sum(cfg.num_layers)
         self.layer_dims = tuple(d for d, n in zip(cfg.dims, cfg.num_layers) for _ in range(n))
         self.register_buffer("icefall_output_downsample_bias", torch.zeros(1))  # unused: icefall's k2SSL encoder has it
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "icefall_output_downsample_bias", self.icefall_output_downsample_bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def feature_masks(self, x: torch.Tensor) -> list[torch.Tensor | None]:
         "Per stack, a (B, 1, dim) 0/1 mask over channels above unmasked_dims (training only), or None."
