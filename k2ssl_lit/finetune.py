@@ -21,7 +21,8 @@ from lhotse.cut import Cut
 from lhotse.dataset import SimpleCutSampler
 
 from .core import FRAME_WINDOW, SAMPLE_RATE, Config, console_script, num_frames, seed_everything
-from .data import load_wave, make_sampler, pad_collate, use_soundfile_backend
+from .data import (InputError, checked_cuts, make_sampler, pad_collate, read_manifest, try_load_wave,
+                            use_soundfile_backend)
 from .masking import MaskConfig, SpanMasker
 from .optim import ScaledAdam, lr_scale_groups
 from .presets import (ModelConfig, atomic_save, build_model, load_checkpoint, load_pretrained,
@@ -33,9 +34,10 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['BLANK', 'UNK', 'WORD_SEP', 'UNK_CHAR', 'TRAINED_CLOCK', 'normalize_transcript', 'CharVocab', 'MissingTranscript',
-           'cut_text', 'vocab_from_cuts', 'CTCDataset', 'CTCModel', 'ctc_loss', 'ctc_infeasible', 'greedy_decode',
-           'error_rates', 'FinetuneConfig', 'tri_stage_lr', 'pretrained_clock', 'build_ctc_model', 'load_cuts',
-           'save_ctc_checkpoint', 'load_ctc_model', 'transcribe', 'finetune', 'decode', 'finetune_cli', 'decode_cli']
+           'cut_text', 'check_transcripts', 'vocab_from_cuts', 'CTCDataset', 'CTCModel', 'ctc_loss', 'ctc_infeasible',
+           'greedy_decode', 'error_rates', 'FinetuneConfig', 'tri_stage_lr', 'pretrained_clock', 'build_ctc_model',
+           'load_cuts', 'save_ctc_checkpoint', 'load_ctc_model', 'transcribe', 'finetune', 'decode', 'finetune_cli',
+           'decode_cli']
 
 # %% ../nbs/12_finetune.ipynb #2c99bda8
 BLANK, UNK, WORD_SEP = "<blank>", "<unk>", "|"
@@ -128,14 +130,37 @@ def cut_text(cut: Cut) -> str:
     if not texts: raise MissingTranscript(f"cut {cut.id!r} has no transcript (no supervision with text)")
     return normalize_transcript(" ".join(texts))
 
-def vocab_from_cuts(cuts: Iterable[Cut]) -> CharVocab:
-    "The CharVocab of the transcripts of `cuts`; cuts without one are skipped (logged)."
-    texts, missing = [], 0
-    for cut in cuts:
-        try: texts.append(cut_text(cut))
-        except MissingTranscript: missing += 1
-    if missing: _log.warning(f"{missing} cut(s) without a transcript left out of the vocabulary")
-    return CharVocab.from_texts(texts)
+def _note(found: dict, kind: str, cut_id: str, max_named: int):
+    found[kind] += 1
+    if len(found[kind + "_first"]) < max_named: found[kind + "_first"].append(cut_id)
+
+def check_transcripts(cuts: Iterable[Cut], # cuts to train on or to decode (a lazy CutSet is read once)
+                      vocab: CharVocab | None = None, # characters outside it are counted (None: every character is known)
+                      what: str = "cuts", # names the source in messages, e.g. "training manifest train.jsonl.gz"
+                      max_named: int = 5, # cuts named per problem
+                     ) -> dict: # cuts, transcribed, missing(_first), unknown(_first), unknown_chars, chars
+    "One pass: count cuts without a transcript or with characters outside `vocab` (warn, naming the first); none: InputError."
+    found = dict(cuts=0, missing=0, missing_first=[], unknown=0, unknown_first=[], unknown_chars=Counter(), chars=set())
+    for cut in checked_cuts(cuts, what):
+        found["cuts"] += 1
+        try: text = cut_text(cut)
+        except MissingTranscript: _note(found, "missing", cut.id, max_named); continue
+        found["chars"].update(text.replace(" ", ""))
+        bad = [c for c in text.replace(" ", "") if vocab is not None and vocab.index.get(c, 0) < 3]
+        if bad: _note(found, "unknown", cut.id, max_named); found["unknown_chars"].update(bad)
+    n, missing = found["cuts"], found["missing"]
+    if n == 0: raise InputError(f"{what} holds no cuts")
+    if missing == n: raise InputError(f"{what}: none of its {n} cuts has a transcript (a supervision with text); "
+                                      f"first: {', '.join(found['missing_first'])}")
+    if missing: _log.warning(f"{what}: {missing} of {n} cuts have no transcript and are skipped "
+                             f"(first: {', '.join(found['missing_first'])})")
+    if found["unknown"]: _log.warning(f"{what}: {found['unknown']} of {n} transcripts use characters outside the vocabulary "
+                                      f"{''.join(sorted(found['unknown_chars']))!r}, read as <unk> (first: {', '.join(found['unknown_first'])})")
+    return found | dict(transcribed=n - missing, unknown_chars=dict(found["unknown_chars"]))
+
+def vocab_from_cuts(cuts: Iterable[Cut], what: str = "cuts") -> CharVocab:
+    "The CharVocab of the transcripts of `cuts` (checked by `check_transcripts`; cuts without one are skipped)."
+    return CharVocab.from_texts(check_transcripts(cuts, None, what)["chars"])
 
 # %% ../nbs/12_finetune.ipynb #609662f0
 class CTCDataset(torch.utils.data.Dataset):
@@ -148,10 +173,8 @@ class CTCDataset(torch.utils.data.Dataset):
         "(wave, text) of one cut, or (None, why it is skipped)."
         try: text = cut_text(cut)
         except MissingTranscript as e: return None, str(e)
-        try: wave = load_wave(cut)
-        except Exception as e: return None, f"cut {cut.id!r}: cannot read its audio ({type(e).__name__}: {e})"
-        if len(wave) < FRAME_WINDOW: return None, f"cut {cut.id!r}: {len(wave)} samples, fewer than one frame"
-        return wave, text
+        wave, why = try_load_wave(cut)  # the data notebook's loader: the same reasons as in pre-training
+        return (wave, text) if wave is not None else (None, f"cut {cut.id!r}: {why}")
 
     def __getitem__(self, cuts: CutSet) -> dict | None:
         use_soundfile_backend()
@@ -161,6 +184,7 @@ class CTCDataset(torch.utils.data.Dataset):
             if wave is None:
                 self.num_skipped += 1; skipped.append((cut.id, text)); _log.warning(f"skipping: {text}"); continue
             waves.append(wave); texts.append(text); ids.append(cut.id)
+        self.last_skipped = skipped
         if not waves: return None
         batch = pad_collate(waves)
         targets = [torch.tensor(self.vocab.encode(t), dtype=torch.long) for t in texts]
@@ -277,6 +301,7 @@ class FinetuneConfig(Config):
     num_workers: int = 0             # data-loader processes
 
     def __post_init__(self):
+        if not self.max_duration > 0: raise InputError(f"max_duration (--max-duration) must be positive seconds, got {self.max_duration:g}")
         if self.optimizer not in ("scaled_adam", "adamw"):
             raise ValueError(f"optimizer must be 'scaled_adam' or 'adamw', got {self.optimizer!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -317,11 +342,8 @@ def _optimizer(model: CTCModel, cfg: FinetuneConfig) -> torch.optim.Optimizer:
     return ScaledAdam(lr_scale_groups(model), lr=cfg.lr, clipping_scale=2.0)
 
 def load_cuts(path, what: str = "cuts") -> CutSet:
-    "An eager CutSet from a lhotse manifest, with a clear error when the file is missing."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{what} manifest {path} does not exist")
-    use_soundfile_backend()
-    return CutSet.from_file(path).to_eager()
+    "An eager CutSet from a lhotse manifest; an InputError naming the file when it is missing, empty or truncated."
+    return read_manifest(path, what, full=True)
 
 # %% ../nbs/12_finetune.ipynb #55b04ce6
 def save_ctc_checkpoint(model: CTCModel, vocab: CharVocab, path, **extra) -> Path:
@@ -355,7 +377,7 @@ def transcribe(model: CTCModel, vocab: CharVocab, cuts: CutSet,
     ds, out = CTCDataset(vocab), dict(ids=[], refs=[], hyps=[], skipped=[])
     for cut_batch in SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, drop_last=False):
         batch = ds[cut_batch]
-        if batch is None: out["skipped"] += [(c.id, "unreadable or no transcript") for c in cut_batch]; continue
+        if batch is None: out["skipped"] += ds.last_skipped; continue
         with _autocast(device, precision):
             logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
         out["ids"] += batch["cut_ids"]; out["refs"] += batch["texts"]; out["skipped"] += batch["skipped"]
@@ -379,7 +401,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     device, exp = _device(cfg.device), Path(cfg.exp_dir)
     train = load_cuts(cfg.train_cuts, "training")
     dev = load_cuts(cfg.dev_cuts, "dev") if cfg.dev_cuts else None
-    vocab = vocab_from_cuts(train)
+    texts = check_transcripts(train, None, f"training manifest {cfg.train_cuts}")  # one pass, before any model is built
+    vocab = CharVocab.from_texts(texts["chars"])
+    if dev is not None: check_transcripts(dev, vocab, f"dev manifest {cfg.dev_cuts}")
     exp.mkdir(parents=True, exist_ok=True); vocab.save(exp / "vocab.json"); cfg.save(exp / "config.yaml")
     model = build_ctc_model(cfg, len(vocab)).to(device).train()
     pretrained = cfg.pretrained is not None
@@ -446,7 +470,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     summary = dict(steps=step, epochs=epoch, seconds=seconds, seconds_per_step=seconds / max(step, 1),
                    history=history, dev=dev_history, best_dev_cer=None if dev is None else best,
                    checkpoint=str(exp / "best.pt"), last_checkpoint=str(last), vocab_size=len(vocab),
-                   skipped=ds.num_skipped, infeasible=infeasible, pretrained=cfg.pretrained,
+                   skipped=ds.num_skipped, untranscribed=texts["missing"], infeasible=infeasible, pretrained=cfg.pretrained,
                    model=cfg.preset if not pretrained else "pretrained")
     if cfg.test_cuts: summary["test"] = decode(exp / "best.pt", cfg.test_cuts, exp / "decode-test", cfg.max_duration,
                                                str(device))
@@ -461,10 +485,14 @@ def decode(checkpoint, # a fine-tuned checkpoint (best.pt / last.pt)
            device: str = "auto",
           ) -> dict: # cer, wer, counts, skipped, unknown_chars, out_dir
     "Greedy-decode `cuts_path` with a CTC checkpoint; write the hypotheses per cut and the error rates."
+    if not max_duration > 0: raise InputError(f"--max-duration must be positive seconds, got {max_duration:g}")
     device = _device(device)
-    model, vocab = load_ctc_model(checkpoint, device)
     cuts = load_cuts(cuts_path)
+    model, vocab = load_ctc_model(checkpoint, device)
+    texts = check_transcripts(cuts, vocab, f"manifest {cuts_path}")
     tr = transcribe(model, vocab, cuts, max_duration, device)
+    if not tr["ids"]: raise InputError(f"manifest {cuts_path}: none of its {texts['cuts']} cuts could be decoded (first: "
+                                       + "; ".join(f"{i}: {why}" for i, why in tr["skipped"][:3]) + ")")
     for r in tr["refs"]: vocab.encode(r)  # counts reference characters the vocabulary lacks
     out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"decode-{Path(cuts_path).name.split('.')[0]}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -491,15 +519,18 @@ def finetune_cli(config: str = None, # YAML/JSON FinetuneConfig; fields below ov
                  mask_prob: float = None, # time masking while fine-tuning
                  seed: int = None,
                  device: str = None, # auto, cpu, cuda
+                 max_duration: float = None, # seconds of audio per batch
                 ):
     "CTC fine-tuning of a pre-trained (or scratch) model on transcribed cuts; writes checkpoints and summary.json."
-    d = FinetuneConfig.load(config).to_dict() if config else {}
     given = dict(pretrained=pretrained, preset=preset, train_cuts=train_cuts, dev_cuts=dev_cuts, test_cuts=test_cuts,
                  exp_dir=exp_dir, max_steps=max_steps, max_minutes=max_minutes, lr=lr, freeze_steps=freeze_steps,
-                 mask_prob=mask_prob, seed=seed, device=device)
-    d |= {k: v for k, v in given.items() if v is not None}
-    if not d.get("train_cuts"): raise SystemExit("k2ssl-finetune: --train_cuts (or a --config that sets it) is required")
-    s = finetune(FinetuneConfig.from_dict(d), progress=True)
+                 mask_prob=mask_prob, seed=seed, device=device, max_duration=max_duration)
+    try:
+        d = FinetuneConfig.load(config).to_dict() if config else {}
+        d |= {k: v for k, v in given.items() if v is not None}
+        if not d.get("train_cuts"): raise InputError("--train_cuts (or a --config that sets it) is required")
+        s = finetune(FinetuneConfig.from_dict(d), progress=True)
+    except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-finetune: {e}") from None
     print(f"{s['steps']} steps in {s['seconds']:.0f} s ({s['seconds_per_step']:.2f} s/step); best dev CER "
           f"{s['best_dev_cer']}; checkpoint {s['checkpoint']}")
     if "test" in s: print(f"test CER {s['test']['cer']:.3f} WER {s['test']['wer']:.3f}")
@@ -513,6 +544,7 @@ def decode_cli(checkpoint: str = None, # fine-tuned checkpoint
               ):
     "Greedy CTC decoding of a manifest: hyps.jsonl per cut and errors.json with CER/WER."
     if checkpoint is None or cuts is None: raise SystemExit("k2ssl-decode: both --checkpoint and --cuts are required")
-    r = decode(checkpoint, cuts, out, max_duration, device)
+    try: r = decode(checkpoint, cuts, out, max_duration, device)
+    except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-decode: {e}") from None
     print(f"CER {r['cer']:.4f} WER {r['wer']:.4f} over {r['counts']['utterances']} cuts "
           f"({len(r['skipped'])} skipped); wrote {r['out_dir']}")

@@ -19,7 +19,8 @@ from sklearn.cluster import MiniBatchKMeans
 from tqdm.auto import tqdm
 
 from .core import Config, FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, console_script, num_frames
-from .data import attach_labels, cut_labels, load_wave, pad_collate, use_soundfile_backend
+from .data import (InputError, attach_labels, checked_cuts, cut_labels, load_wave, pad_collate, read_manifest,
+                            try_load_wave, use_soundfile_backend)
 from .features import FbankConfig, FeatureFn, MfccConfig
 from .presets import LayerFeatures, layer_feature_fn, load_pretrained
 
@@ -51,10 +52,12 @@ class KMeansConfig(Config):
     tol: float = 0.0                # 0: no early stop on centroid movement
     max_no_improvement: int = 100   # early stop after this many mini-batches without a better smoothed inertia
     reassignment_ratio: float = 0.0 # 0: never re-seed small clusters
+    max_skipped: float = 0.05       # share of cuts with unreadable audio tolerated (skipped, named); above it: an error
 
     def __post_init__(self):
-        if self.k < 1: raise ValueError(f"k must be at least 1, got {self.k}")
-        if not 0 < self.fraction <= 1: raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.k < 1: raise InputError(f"k (--k) must be at least 1, got {self.k}")
+        if not 0 < self.fraction <= 1: raise InputError(f"fraction (--fraction) must be in (0, 1], got {self.fraction}")
+        if not 0 <= self.max_skipped <= 1: raise InputError(f"max_skipped (--max-skipped) must be in [0, 1], got {self.max_skipped}")
         if self.sample not in ("frames", "utterances"):
             raise ValueError(f"sample must be 'frames' or 'utterances', got {self.sample!r}")
         if self.max_bytes <= 0: raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
@@ -67,7 +70,7 @@ def feature_fn_for(name: str) -> Callable:
     "The feature callable for a name: 'mfcc' (39-dim) or 'fbank' (80-dim log-mel), both one frame per 20 ms."
     if name == "mfcc": return FeatureFn(MfccConfig())
     if name == "fbank": return FeatureFn(FbankConfig(hop=FRAME_HOP))
-    raise ValueError(f"unknown feature {name!r}: use 'mfcc' or 'fbank' (model layers: pass a feature_fn)")
+    raise InputError(f"unknown feature {name!r}: use 'mfcc' or 'fbank' (model layers: pass a feature_fn)")
 
 def _load(cut: Cut) -> torch.Tensor:
     "The cut's audio, or an error that names the cut."
@@ -89,10 +92,10 @@ def load_layer_features(checkpoint, # a checkpoint written by presets.save_pretr
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
     try: model = load_pretrained(path, device)
     except Exception as e:
-        raise ValueError(f"cannot load a model from checkpoint {path} ({type(e).__name__}: {e}); expected a file written "
+        raise InputError(f"cannot load a model from checkpoint {path} ({type(e).__name__}: {e}); expected a file written "
                          f"by presets.save_pretrained or the trainer") from e
     try: return layer_feature_fn(model, layer)
-    except ValueError as e: raise ValueError(f"checkpoint {path}: {e}") from None
+    except ValueError as e: raise InputError(f"checkpoint {path}: {e}") from None
 
 def config_feature_fn(cfg: KMeansConfig, # the config that made (or will make) the units
                       device: str | torch.device = "cpu",
@@ -109,17 +112,31 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         if len(batch) == size: yield batch; batch = []
     if batch: yield batch
 
+def _readable(batch: list[Cut], skipped: list | None) -> tuple[list[Cut], list[torch.Tensor]]:
+    "The cuts of `batch` whose audio loads, with their waves; the others appended to `skipped` (or an error)."
+    cuts, waves = [], []
+    for c in batch:
+        wave, why = try_load_wave(c)
+        if wave is not None: cuts.append(c); waves.append(wave); continue
+        if skipped is None: raise RuntimeError(f"cut {c.id!r}: cannot load its audio ({why})")
+        skipped.append((c.id, why)); log.warning(f"skipping cut {c.id!r}: {why}")
+    return cuts, waves
+
 def iter_features(cuts: Iterable[Cut], # cuts to featurize, in this order
                   feature_fn: Callable, # (waves (B, N), lens (B,)) -> (feats (B, T, D), lens (B,))
                   batch_size: int = 16, # cuts per call of feature_fn
                   device: str | torch.device = "cpu", # where feature_fn runs
                   progress: bool = True, desc: str = "features",
+                  skipped: list | None = None, # if given, unreadable cuts are skipped and appended as (id, why)
                  ) -> Iterator[tuple[Cut, np.ndarray]]: # each cut with its (num_frames(N), D) float32 features
     "Compute features batch by batch and yield them cut by cut, checked for frame count and finiteness."
     use_soundfile_backend()
     with tqdm(total=_count(cuts), desc=desc, unit="cut", disable=not progress) as bar:
         for batch in _batches(cuts, batch_size):
-            b = pad_collate([_load(c) for c in batch])
+            bar.update(len(batch))
+            batch, waves = _readable(batch, skipped)
+            if not batch: continue
+            b = pad_collate(waves)
             with torch.no_grad(): feats, lens = feature_fn(b["audio"].to(device), b["audio_lens"].to(device))
             feats, lens = feats.float().cpu().numpy(), lens.cpu()
             for c, f, n, N in zip(batch, feats, lens.tolist(), b["audio_lens"].tolist()):
@@ -127,7 +144,13 @@ def iter_features(cuts: Iterable[Cut], # cuts to featurize, in this order
                                                         f"{num_frames(N)} frames at 50 Hz (num_frames); labels would not line up")
                 if not np.isfinite(f[:n]).all(): raise ValueError(f"cut {c.id!r}: its features contain NaN or inf")
                 yield c, f[:n]
-            bar.update(len(batch))
+
+def _check_skipped(skipped: list, total: int, max_skipped: float, what: str) -> None:
+    "Fail when more than `max_skipped` of `total` cuts were skipped, naming the first few."
+    if total and len(skipped) / total > max_skipped:
+        named = "; ".join(f"{i}: {why}" for i, why in skipped[:3])
+        raise InputError(f"{what}: {len(skipped)} of {total} cuts have unreadable audio, more than max_skipped="
+                         f"{max_skipped:g} of them (first: {named})")
 
 # %% ../nbs/09_kmeans.ipynb #1ff0b8fb
 def _cut_rng(seed: int, cut_id: str) -> np.random.Generator:
@@ -171,26 +194,29 @@ def dump_features(cuts: CutSet, # the cuts to sample frames from
                   batch_size: int = 16, # cuts per call of feature_fn
                   device: str | torch.device = "cpu",
                   progress: bool = True,
+                  skipped: list | None = None, # receives (id, why) of the chosen cuts whose audio cannot be read
                  ) -> np.ndarray: # (M, D) float32, M * D * 4 <= max_bytes
     "Features of a seeded random sample of frames (or utterances), under a memory cap."
     cuts = list(cuts)
-    if not cuts: raise ValueError("dump_features: the CutSet is empty, there are no frames to cluster")
+    if not cuts: raise InputError("dump_features: the CutSet is empty, there are no frames to cluster")
     dim = _feature_dim(feature_fn, device)
     max_rows = cfg.max_bytes // (4 * dim)
-    if max_rows < cfg.k: raise ValueError(f"max_bytes={cfg.max_bytes} holds only {max_rows} frames of {dim} dims, fewer than k={cfg.k}")
+    if max_rows < cfg.k: raise InputError(f"max_bytes={cfg.max_bytes} holds only {max_rows} frames of {dim} dims, fewer than k={cfg.k}")
     frames = [num_frames(c.num_samples) for c in cuts]
     plan = plan_sample(frames, [c.id for c in cuts], cfg.fraction, max_rows, cfg.seed, cfg.sample)
     rows = sum(len(v) for v in plan.values())
     if rows < cfg.k:
-        raise ValueError(f"k={cfg.k} clusters but the sample holds only {rows} frames ({cfg.sample} fraction "
+        raise InputError(f"k={cfg.k} clusters but the sample holds only {rows} frames ({cfg.sample} fraction "
                          f"{cfg.fraction} of {sum(frames)} frames in {len(cuts)} cuts): raise fraction or lower k")
     if cfg.fraction * sum(frames) > max_rows:
         log.warning(f"max_bytes={cfg.max_bytes} caps the dump at {rows} of {sum(frames)} frames (fraction {cfg.fraction})")
-    out, r = np.empty((rows, dim), dtype=np.float32), 0
-    chosen = [cuts[i] for i in plan]
-    for (cut, f), keep in zip(iter_features(chosen, feature_fn, batch_size, device, progress, "dump"), plan.values()):
-        out[r : r + len(keep)] = f[keep]; r += len(keep)
-    return out
+    out, r, skipped = np.empty((rows, dim), dtype=np.float32), 0, [] if skipped is None else skipped
+    chosen = dict(zip((cuts[i].id for i in plan), plan.values()))
+    for cut, f in iter_features([cuts[i] for i in plan], feature_fn, batch_size, device, progress, "dump", skipped):
+        keep = chosen[cut.id]; out[r : r + len(keep)] = f[keep]; r += len(keep)
+    _check_skipped(skipped, len(chosen), cfg.max_skipped, "dump")
+    if r < cfg.k: raise InputError(f"k={cfg.k} clusters but only {r} frames could be read (unreadable cuts skipped)")
+    return out[:r]
 
 # %% ../nbs/09_kmeans.ipynb #a76f1c81
 def fit_kmeans(feats: np.ndarray, # (M, D) float32 dump
@@ -303,11 +329,14 @@ def load(cls: KMeansLabeler, out_dir) -> KMeansLabeler:
 def label_cuts(self: KMeansLabeler, cuts: CutSet, # cuts to label
                feature_fn: Callable | None = None, # default: the config's features (`config_feature_fn`)
                batch_size: int = 16, device: str | torch.device = "cpu", progress: bool = True,
-              ) -> CutSet: # the cuts with labels in custom["kmeans"]
-    "Label every frame of every cut and store the labels in the cuts (data notebook's format)."
+               skipped: list | None = None, # receives (id, why) of the cuts whose audio cannot be read
+              ) -> CutSet: # the readable cuts, with labels in custom["kmeans"]
+    "Label every frame of every readable cut and store the labels in the cuts (data notebook's format)."
     feature_fn = feature_fn or config_feature_fn(self.config, device)
-    labels = {c.id: self(f, device).numpy() for c, f in iter_features(cuts, feature_fn, batch_size, device, progress, "label")}
-    return attach_labels(cuts if isinstance(cuts, CutSet) else CutSet.from_cuts(cuts), labels, num_classes=self.k)
+    skipped, cuts = [] if skipped is None else skipped, list(cuts)
+    labels = {c.id: self(f, device).numpy() for c, f in iter_features(cuts, feature_fn, batch_size, device, progress, "label", skipped)}
+    _check_skipped(skipped, len(cuts), self.config.max_skipped, "labelling")
+    return attach_labels(CutSet.from_cuts(c for c in cuts if c.id in labels), labels, num_classes=self.k)
 
 # %% ../nbs/09_kmeans.ipynb #fb058011
 def phone_items(cut: Cut, # a cut whose supervisions may carry alignment["phone"]
@@ -441,12 +470,41 @@ def plot_units(cut: Cut, # a cut with a phone alignment
     return ax
 
 # %% ../nbs/09_kmeans.ipynb #6f15e2f2
-def _nonempty_manifest(path: Path) -> Path:
-    "Check that a cuts manifest exists and holds at least one cut, without reading it all."
-    if not path.is_file(): raise FileNotFoundError(f"cuts manifest {path} does not exist")
-    cuts = CutSet.from_jsonl_lazy(path) if ".jsonl" in path.suffixes else CutSet.from_file(path)
-    if next(iter(cuts), None) is None: raise ValueError(f"cuts manifest {path} holds no cuts")
-    return path
+def _manifest_size(path: Path) -> int:
+    "Cuts in a manifest, reading it to the end now: a missing, empty or truncated file fails before any work."
+    return sum(1 for _ in checked_cuts(read_manifest(path), f"cuts manifest {path}"))
+
+def _kmeans(cuts, out, feature, checkpoint, layer, k, fraction, sample, max_bytes, seed, n_init, max_iter, label,
+            batch_size, device, quiet, max_skipped) -> dict:
+    "The work of `kmeans_cli`; bad input raises InputError (or FileNotFoundError) before anything is written."
+    if (checkpoint is None) != (layer is None): raise InputError("--checkpoint and --layer go together: give both or neither")
+    if checkpoint is not None and feature is not None: raise InputError(f"--feature {feature} and --checkpoint exclude each other")
+    cfg = KMeansConfig(k=k, feature="layer" if checkpoint else feature or "mfcc", fraction=fraction, sample=sample,
+                       max_bytes=max_bytes, seed=seed, n_init=n_init, max_iter=max_iter, layer=layer, max_skipped=max_skipped,
+                       checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
+    out, paths = Path(out), [Path(cuts), *map(Path, label or [])]
+    for p in paths:
+        if (out / p.name).resolve() == p.resolve(): raise InputError(f"writing labels to {out / p.name} would overwrite the input")
+    if len({p.name for p in paths}) < len(paths): raise InputError(f"manifests must have distinct file names: {paths}")
+    sizes = {p: _manifest_size(p) for p in paths}
+    fn = config_feature_fn(cfg, device)  # loads the checkpoint, checks the layer: before any audio is read
+    t0, skipped = time.time(), {}
+    feats = dump_features(read_manifest(paths[0]), fn, cfg, batch_size, device, not quiet, skipped.setdefault("dump", []))
+    print(f"dumped {len(feats)} frames x {feats.shape[1]} dims ({feats.nbytes / 2**20:.1f} MiB) in {time.time() - t0:.1f} s")
+    t0 = time.time()
+    labeler = KMeansLabeler.fit(feats, cfg); del feats
+    print(f"fitted k={k} in {time.time() - t0:.1f} s; centroids in {labeler.save(out)}")
+    results = {}
+    for p in paths:
+        labelled = labeler.label_cuts(read_manifest(p), fn, batch_size, device, not quiet, skipped.setdefault(p.name, [])).to_eager()
+        labelled.to_file(out / p.name)
+        q = evaluate_labels(labelled, k=labeler.k)
+        results[p.name] = q.to_dict() if q else None
+        print(f"{p.name}: labels in {out / p.name}; " + (str(q) if q else "no phone alignments, no unit quality")
+              + (f"; skipped {len(skipped[p.name])} of {sizes[p]} cuts with unreadable audio" if skipped[p.name] else ""))
+    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    if any(skipped.values()): (out / "skipped.json").write_text(json.dumps({k: v for k, v in skipped.items() if v}, indent=1))
+    return results
 
 @console_script
 def kmeans_cli(cuts: str, # cuts manifest to fit on, e.g. corpus/train_cuts.jsonl.gz
@@ -465,33 +523,11 @@ def kmeans_cli(cuts: str, # cuts manifest to fit on, e.g. corpus/train_cuts.json
                batch_size: int = 16, # cuts per feature batch
                device: str = "cpu", # where features and assignment run
                quiet: bool = False, # no progress bars
+               max_skipped: float = 0.05, # share of a manifest's cuts with unreadable audio tolerated (skipped, named)
               ) -> dict: # manifest file name -> unit quality (None without phone alignments)
     "Fit k-means units on a cuts manifest, label it and the --label manifests, save centroids, print unit quality."
-    if (checkpoint is None) != (layer is None): raise ValueError("--checkpoint and --layer go together: give both or neither")
-    if checkpoint is not None and feature is not None: raise ValueError(f"--feature {feature} and --checkpoint exclude each other")
-    cfg = KMeansConfig(k=k, feature="layer" if checkpoint else feature or "mfcc", fraction=fraction, sample=sample,
-                       max_bytes=max_bytes, seed=seed, n_init=n_init, max_iter=max_iter, layer=layer,
-                       checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
-    out, paths = Path(out), [Path(cuts), *map(Path, label or [])]
-    for p in paths:
-        _nonempty_manifest(p)
-        if (out / p.name).resolve() == p.resolve(): raise ValueError(f"writing labels to {out / p.name} would overwrite the input")
-    if len({p.name for p in paths}) < len(paths): raise ValueError(f"manifests must have distinct file names: {paths}")
-    fn = config_feature_fn(cfg, device)  # loads the checkpoint, checks the layer: before any audio is read
-    t0 = time.time()
-    feats = dump_features(CutSet.from_file(paths[0]), fn, cfg, batch_size, device, not quiet)
-    print(f"dumped {len(feats)} frames x {feats.shape[1]} dims ({feats.nbytes / 2**20:.1f} MiB) in {time.time() - t0:.1f} s")
-    t0 = time.time()
-    labeler = KMeansLabeler.fit(feats, cfg); del feats
-    print(f"fitted k={k} in {time.time() - t0:.1f} s; centroids in {labeler.save(out)}")
-    results = {}
-    for p in paths:
-        labelled = labeler.label_cuts(CutSet.from_file(p), fn, batch_size, device, not quiet).to_eager()
-        labelled.to_file(out / p.name)
-        q = evaluate_labels(labelled, k=labeler.k)
-        results[p.name] = q.to_dict() if q else None
-        print(f"{p.name}: labels in {out / p.name}; " + (str(q) if q else "no phone alignments, no unit quality"))
-    (out / "metrics.json").write_text(json.dumps(results, indent=2))
-    return results
+    try: return _kmeans(cuts, out, feature, checkpoint, layer, k, fraction, sample, max_bytes, seed, n_init, max_iter, label,
+                        batch_size, device, quiet, max_skipped)
+    except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-kmeans: {e}") from None
 
 if __name__ == "__main__" and globals().get("__file__"): kmeans_cli()  # `python -m k2ssl_lit.kmeans`, not in a notebook
