@@ -145,3 +145,119 @@ def test_manifest_errors_name_the_file(tmp_path):
         assert str(tmp_path / f"{name}.jsonl.gz") in str(e.value) and words in str(e.value)
     with pytest.raises(InputError, match="cannot be read to the end"):  # lazy: found by the one validation pass
         validate_labels(read_manifest(tmp_path / "cut.jsonl.gz"), 10, what=str(tmp_path / "cut.jsonl.gz"))
+
+
+# ---- the command-line tools: one line and exit status 1 for bad input; skipped audio counted, not fatal ----
+import json, subprocess, sys
+from pathlib import Path
+
+import soundfile as sf
+from lhotse import Recording, SupervisionSegment
+
+BIN = Path(sys.executable).parent
+
+
+def _run(*args, cwd):
+    p = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], cwd=cwd, capture_output=True, text=True, timeout=600,
+                       env={"OMP_NUM_THREADS": "1", "PATH": str(BIN)})
+    return p.returncode, p.stdout, p.stderr
+
+
+def _audio_cuts(folder, n=6, seconds=1.5, text=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, cuts = np.random.default_rng(0), []
+    for i in range(n):
+        x = (0.2 * np.sin(2 * np.pi * (150 + 40 * i) * np.arange(int(seconds * 16000)) / 16000)
+             + 0.01 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+        sf.write(folder / f"u{i}.flac", x, 16000)
+        rec = Recording.from_file(folder / f"u{i}.flac", recording_id=f"u{i}")
+        sup = [SupervisionSegment(f"u{i}", f"u{i}", 0.0, rec.duration, text="A BA")] if text else []
+        cuts.append(MonoCut(f"u{i}", 0.0, rec.duration, 0, recording=rec, supervisions=sup))
+    return CutSet.from_cuts(cuts)
+
+
+def test_kmeans_skips_a_missing_file_and_counts_it(tmp_path):
+    "Before: a 23-frame traceback. Now: skipped, named, counted in the summary; over --max-skipped, one line and exit 1."
+    cuts = _audio_cuts(tmp_path / "audio")
+    cuts.to_file(tmp_path / "train.jsonl.gz")
+    (tmp_path / "audio" / "u3.flac").unlink()
+    args = ["k2ssl-kmeans", tmp_path / "train.jsonl.gz", "--k", "4", "--fraction", "1.0", "--n-init", "1", "--max-iter", "5",
+            "--quiet"]
+    rc, out, err = _run(*args, "--out", "km", "--max-skipped", "0.2", cwd=tmp_path)
+    assert rc == 0, err
+    assert "skipped 1 of 6 cuts with unreadable audio" in out
+    assert sorted(CutSet.from_file(tmp_path / "km" / "train.jsonl.gz").ids) == ["u0", "u1", "u2", "u4", "u5"]
+    skipped = json.loads((tmp_path / "km" / "skipped.json").read_text())
+    assert [i for i, _ in skipped["train.jsonl.gz"]] == ["u3"] and "u3.flac does not exist" in skipped["train.jsonl.gz"][0][1]
+    rc, out, err = _run(*args, "--out", "km2", cwd=tmp_path)  # default max_skipped 0.05 < 1/6
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("k2ssl-kmeans: dump: 1 of 6 cuts have unreadable audio, more than max_skipped=0.05")
+
+
+def test_kmeans_bad_input_is_one_line(tmp_path):
+    cuts = _audio_cuts(tmp_path / "audio", n=3)
+    cuts.to_file(tmp_path / "ok.jsonl.gz")
+    big = _cuts([3.0] * 2000)
+    big.to_file(tmp_path / "big.jsonl.gz")
+    raw = (tmp_path / "big.jsonl.gz").read_bytes()
+    (tmp_path / "cut.jsonl.gz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    for args, words in [(["ok.jsonl.gz", "--k", "0"], "k (--k) must be at least 1, got 0"),
+                        (["empty.jsonl.gz"], "holds no cuts"),
+                        (["cut.jsonl.gz"], "cut.jsonl.gz cannot be read"),
+                        (["ok.jsonl.gz", "--label", "cut.jsonl.gz"], "cut.jsonl.gz cannot be read"),
+                        (["missing.jsonl.gz"], "does not exist")]:
+        rc, out, err = _run("k2ssl-kmeans", *args, "--out", "km", "--quiet", cwd=tmp_path)
+        assert rc == 1 and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("k2ssl-kmeans: ") and words in err, (args, err)
+        assert not (tmp_path / "km").exists()
+
+
+def _ctc_checkpoint(tmp_path):
+    from k2ssl_lit.finetune import CharVocab, FinetuneConfig, build_ctc_model, save_ctc_checkpoint
+    vocab = CharVocab("AB")
+    return save_ctc_checkpoint(build_ctc_model(FinetuneConfig(preset="zipformer_tiny"), len(vocab)), vocab, tmp_path / "ctc.pt")
+
+
+def test_decode_refuses_zero_cuts(tmp_path):
+    "Before: 'CER 0.0000 WER 0.0000 over 0 cuts (8 skipped)', exit 0. Now: an error naming why, nothing written."
+    ckpt = _ctc_checkpoint(tmp_path)
+    _audio_cuts(tmp_path / "audio", n=8, text=False).to_file(tmp_path / "bare.jsonl.gz")
+    rc, out, err = _run("k2ssl-decode", "--checkpoint", ckpt, "--cuts", "bare.jsonl.gz", "--out", "dec", cwd=tmp_path)
+    assert rc == 1 and "Traceback" not in err and "CER" not in out
+    assert err.strip() == ("k2ssl-decode: manifest bare.jsonl.gz: none of its 8 cuts has a transcript (a supervision with "
+                           "text); first: u0, u1, u2, u3, u4")
+    cuts = _audio_cuts(tmp_path / "gone", n=2)
+    cuts.to_file(tmp_path / "gone.jsonl.gz")
+    for i in range(2): (tmp_path / "gone" / f"u{i}.flac").unlink()
+    rc, out, err = _run("k2ssl-decode", "--checkpoint", ckpt, "--cuts", "gone.jsonl.gz", "--out", "dec", cwd=tmp_path)
+    assert rc == 1 and err.strip().splitlines()[-1].startswith("k2ssl-decode: manifest gone.jsonl.gz: none of its 2 cuts could be decoded")
+    assert not (tmp_path / "dec").exists()
+    for bad in ("0", "-5"):
+        rc, out, err = _run("k2ssl-decode", "--checkpoint", ckpt, "--cuts", "gone.jsonl.gz", "--max-duration", bad, cwd=tmp_path)
+        assert rc == 1 and err.strip() == f"k2ssl-decode: --max-duration must be positive seconds, got {bad}"
+
+
+def test_decode_counts_partial_transcripts(tmp_path):
+    "Some cuts without a transcript: decoded over the others, the rest skipped and named (a warning), exit 0."
+    ckpt = _ctc_checkpoint(tmp_path)
+    cuts = list(_audio_cuts(tmp_path / "audio", n=4))
+    cuts[1].supervisions = []
+    CutSet.from_cuts(cuts).to_file(tmp_path / "part.jsonl.gz")
+    rc, out, err = _run("k2ssl-decode", "--checkpoint", ckpt, "--cuts", "part.jsonl.gz", "--out", "dec", cwd=tmp_path)
+    assert rc == 0, err
+    assert "over 3 cuts (1 skipped)" in out and "1 of 4 cuts have no transcript and are skipped (first: u1)" in err
+
+
+def test_finetune_bad_input_is_one_line(tmp_path):
+    _audio_cuts(tmp_path / "audio", n=3, text=False).to_file(tmp_path / "bare.jsonl.gz")
+    _audio_cuts(tmp_path / "audio2", n=3).to_file(tmp_path / "ok.jsonl.gz")
+    (tmp_path / "empty.jsonl.gz").write_bytes(b"")
+    for args, words in [(["--train-cuts", "bare.jsonl.gz"], "none of its 3 cuts has a transcript"),
+                        (["--train-cuts", "empty.jsonl.gz"], "training manifest empty.jsonl.gz holds no cuts"),
+                        (["--train-cuts", "ok.jsonl.gz", "--max-duration", "-5"], "max_duration (--max-duration) must be positive"),
+                        (["--train-cuts", "ok.jsonl.gz", "--dev-cuts", "missing.jsonl.gz"], "dev manifest missing.jsonl.gz does not exist")]:
+        rc, out, err = _run("k2ssl-finetune", *args, "--exp-dir", "ft", "--device", "cpu", "--max-steps", "1", cwd=tmp_path)
+        assert rc == 1 and "Traceback" not in err, (args, err)
+        assert err.strip().splitlines()[-1].startswith("k2ssl-finetune: ") and words in err, (args, err)
+        assert not (tmp_path / "ft").exists()
