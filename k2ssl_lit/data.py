@@ -369,14 +369,19 @@ def validate_labels(cuts: Iterable[Cut], # the cuts to train on (a lazy CutSet i
                     key: str = "kmeans", # the custom field holding the labels
                     what: str = "cuts", # names the source in errors, e.g. "training manifest km/train_cuts.jsonl.gz"
                     max_named: int = 5, # cuts named per kind of problem
-                   ) -> dict: # cuts, frames, classes_used
+                    min_duration: float = 0.0, # seconds; shorter cuts are counted (training's filter drops them)
+                    max_duration: float | None = None, # seconds; longer cuts are counted (None: no limit)
+                   ) -> dict: # cuts, frames, classes_used, too_short, too_long, outside_first
     "One pass over `cuts`: every cut labelled, ids in [0, num_classes), lengths by the off-by-one rule; else InputError."
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
     bad, named, n, frames = dict.fromkeys(_LABEL_PROBLEMS, 0), {k: [] for k in _LABEL_PROBLEMS}, 0, 0
-    used = np.zeros(num_classes, dtype=bool)
+    used, outside = np.zeros(num_classes, dtype=bool), {"too_short": 0, "too_long": 0, "outside_first": []}
     for cut in checked_cuts(cuts, what):
         n += 1
+        if not _duration_ok(cut, min_duration, max_duration):
+            outside["too_short" if cut.duration < min_duration else "too_long"] += 1
+            if len(outside["outside_first"]) < max_named: outside["outside_first"].append(f"{cut.id!r} ({cut.duration:.2f} s)")
         kind, got = _label_problem(cut, key, num_classes)
         if kind is None: frames += len(got); used[got.numpy()] = True; continue
         bad[kind] += 1
@@ -385,7 +390,10 @@ def validate_labels(cuts: Iterable[Cut], # the cuts to train on (a lazy CutSet i
     if any(bad.values()):
         raise InputError(f"{what}: labels in custom[{key!r}] are unusable for num_classes={num_classes}: " + "; ".join(
             f"{c} of {n} cuts {_LABEL_PROBLEMS[k]} (first: {', '.join(named[k])})" for k, c in bad.items() if c))
-    return {"cuts": n, "frames": frames, "classes_used": int(used.sum())}
+    if outside["too_short"] + outside["too_long"]:
+        _log.warning(f"{what}: {outside['too_short']} of {n} cuts are shorter than {min_duration:g} s and {outside['too_long']} "
+                     f"longer than {max_duration} s; training leaves them out (first: {', '.join(outside['outside_first'])})")
+    return {"cuts": n, "frames": frames, "classes_used": int(used.sum())} | outside
 
 # %% ../nbs/02_data.ipynb #ed2275da
 LABEL_PAD = -100  # label of padded frames: cross_entropy's default ignore_index

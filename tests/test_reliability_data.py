@@ -124,6 +124,17 @@ def test_validate_labels_names_every_kind_in_one_error():
     assert "\n" not in msg
 
 
+def test_validate_labels_counts_durations_outside_the_limits(caplog):
+    "Short recordings are kept in the manifest; the validator counts (and names) what training's filter will leave out."
+    cuts, _ = _labelled(3, seconds=1.4)
+    long_, T = _labelled(1, seconds=3.0)
+    with caplog.at_level(logging.WARNING, logger="k2ssl_lit.data"):
+        r = validate_labels(CutSet.from_cuts(cuts + [long_[0].with_id("long")]), 100, min_duration=2.0, max_duration=2.5)
+    assert (r["cuts"], r["too_short"], r["too_long"]) == (4, 3, 1)
+    assert r["outside_first"] == ["'r0' (1.40 s)", "'r1' (1.40 s)", "'r2' (1.40 s)", "'long' (3.00 s)"]
+    assert "3 of 4 cuts are shorter than 2 s and 1 longer than 2.5 s" in caplog.text
+
+
 def test_validate_labels_reads_once(tmp_path):
     "One pass: a generator of cuts (readable only once) is enough."
     cuts, _ = _labelled(4)
