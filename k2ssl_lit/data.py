@@ -74,18 +74,20 @@ MIN_DURATION = 2.0   # seconds; k2SSL drops shorter cuts when it trains
 MAX_DURATION = 30.0  # seconds; longer cuts waste memory in a batch
 
 def _walk(root: Path, problems: dict) -> Iterator[Path]:
-    "Every file under `root` (links followed, each real folder once); folders that cannot be opened go to `problems`."
-    seen, rel = set(), lambda p: Path(p).relative_to(root).as_posix()
+    "Every file under `root`, links followed (but not round a loop); folders that cannot be opened go to `problems`."
+    rel, top = (lambda p: Path(p).relative_to(root).as_posix()), Path(os.path.realpath(root))
     def unreadable(e: OSError): problems[rel(e.filename) + "/"] = f"folder not readable ({e.strerror or e})"
     for d, dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
-        if os.path.realpath(d) in seen: dirs[:] = []; continue  # a link back up the tree, or a second link to a folder
-        seen.add(os.path.realpath(d))
-        yield from (Path(d) / f for f in files)
+        real, d = Path(os.path.realpath(d)), Path(d)
+        above = {Path(os.path.realpath(a)) for a in d.parents if a.is_relative_to(root)}
+        if d != root and (real in above or real == top or real in top.parents): dirs[:] = []; continue  # a loop
+        yield from (d / f for f in files)
 
 def _first_paths(paths: list[Path], root: Path, problems: dict) -> list[Path]:
-    "One path per real file (a path that is not a link first); the others named in `problems`."
+    "One path per real file (a path without links preferred); the others named in `problems`."
     by_file = {}
-    for p in sorted(paths, key=lambda p: (p.is_symlink(), str(p))): by_file.setdefault(p.resolve(), []).append(p)
+    for p in sorted(paths, key=lambda p: (os.path.realpath(p) != os.path.abspath(p), str(p))):  # link-free paths first
+        by_file.setdefault(p.resolve(), []).append(p)
     for first, *others in by_file.values():
         for p in others: problems[p.relative_to(root).as_posix()] = f"same file as {first.relative_to(root).as_posix()} (a link): kept once"
     return sorted(ps[0] for ps in by_file.values())
