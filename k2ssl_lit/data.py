@@ -546,6 +546,7 @@ def make_sampler(cuts: CutSet, # training cuts (lazy for big corpora)
                  **kwargs, # anything else DynamicBucketingSampler takes (duration_bins, buffer_size, ...)
                 ) -> DynamicBucketingSampler:
     "lhotse's DynamicBucketingSampler with k2SSL's defaults for one rank; a small set is used whole in every epoch."
+    if cuts is None: raise InputError("make_sampler: no CutSet (lhotse reads an empty manifest file as None)")
     if not max_duration > 0: raise InputError(f"max_duration must be positive (seconds per batch), got {max_duration}")
     n, total, whole = _audio_upto(cuts, num_buckets, num_buckets * min_bucket_batches * max_duration)
     if n == 0: raise InputError("make_sampler: the CutSet is empty")
