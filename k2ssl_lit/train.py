@@ -19,7 +19,7 @@ from .core import Config, SAMPLE_RATE, console_script, seed_everything
 from .data import SSLDataset, make_dataloader, make_sampler
 from .optim import OptimConfig, build_optimizer, reference_batches
 from .presets import ModelConfig, atomic_save, build_model, load_checkpoint, model_preset
-from .scaling import set_batch_count
+from .scaling import load_whiten_state, set_batch_count, whiten_state
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'CLOCKS', 'TrainConfig', 'model_clock', 'DistInfo', 'init_distributed', 'needs_unused_parameters',
@@ -327,12 +327,14 @@ def _gather(obj, info: DistInfo) -> list:
 
 def make_checkpoint(model, opt, sched, scaler, state: TrainState, cfg: TrainConfig, info: DistInfo) -> dict:
     "Everything a resume needs (call on every rank: the generator states are gathered)."
-    rngs = _gather(rng_state(), info)
+    rngs, whitens = _gather(rng_state(), info), _gather(whiten_state(model), info)
     return {"model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "state": asdict(state),
+            "model_clock": (reference_batches(state.step, cfg.max_duration, info.world_size, cfg.optim.ref_duration,
+                                              cfg.accum_grad) if cfg.schedule_clock == "steps" else sched.batch),
             "sampler": {"epoch": state.epoch, "batches_done": state.batches_done, "seed": cfg.seed,
                         "world_size": info.world_size, "max_duration": cfg.max_duration},
-            "rng": rngs, "train_config": cfg.to_dict()}
+            "rng": rngs, "whiten": whitens, "train_config": cfg.to_dict()}
 
 # %% ../nbs/11_train.ipynb #ddbc9f70
 def _restore(ckpt: dict, model, opt, sched, scaler, cfg: TrainConfig, info: DistInfo) -> TrainState:
@@ -340,6 +342,7 @@ def _restore(ckpt: dict, model, opt, sched, scaler, cfg: TrainConfig, info: Dist
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"]); sched.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler"): scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("whiten"): load_whiten_state(model, ckpt["whiten"][info.rank if len(ckpt["whiten"]) == info.world_size else 0])
     s = ckpt["sampler"]
     if s["world_size"] != info.world_size or s["max_duration"] != cfg.max_duration:
         warnings.warn(f"resuming with world size {info.world_size} / max_duration {cfg.max_duration} instead of "
