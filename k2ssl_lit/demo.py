@@ -92,7 +92,7 @@ def pretrain_preset(preset: str, cfg: DemoConfig, labels_dir: Path) -> dict:
     tcfg = TrainConfig(preset=preset, num_classes=cfg.k, train_cuts=str(labels_dir / "train_cuts.jsonl.gz"),
                        num_buckets=max(2, min(30, n_cuts // 10)),  # full buckets on a small set: drop_last drops little
                        dev_cuts=str(labels_dir / "dev_cuts.jsonl.gz"), exp_dir=str(Path(cfg.out) / f"pretrain_{preset}"),
-                       max_duration=cfg.pretrain_max_duration, max_samples=8 * 16000, max_epochs=10_000,
+                       max_duration=cfg.pretrain_max_duration, accum_grad=1, max_samples=8 * 16000, max_epochs=10_000,
                        max_minutes=cfg.pretrain_minutes, optim=toy_optim(cfg.pretrain_max_duration),
                        checkpoint_every=10**9, valid_every=0, seed=cfg.seed, device=cfg.device, progress=False,
                        resume=False)
