@@ -327,7 +327,9 @@ TRAINED_CLOCK = 1e6  # reference batches: past the end of every Zipformer schedu
 
 def pretrained_clock(path) -> float:
     "Where pre-training left the Zipformer clock (reference batches), or TRAINED_CLOCK when the checkpoint does not say."
-    sched = load_checkpoint(path).get("scheduler")
+    ckpt = load_checkpoint(path)
+    if "model_clock" in ckpt: return float(ckpt["model_clock"])  # the trainer records the model's own clock
+    sched = ckpt.get("scheduler")  # older checkpoints: Eden counted reference batches then
     return float(sched["batch"]) if isinstance(sched, dict) and "batch" in sched else TRAINED_CLOCK
 
 def build_ctc_model(cfg: FinetuneConfig, vocab_size: int) -> CTCModel:
@@ -339,7 +341,9 @@ def _optimizer(model: CTCModel, cfg: FinetuneConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.98),
                                  weight_decay=0.0)
-    return ScaledAdam(lr_scale_groups(model), lr=cfg.lr, clipping_scale=2.0)
+    # a frozen encoder has no gradients: leave it alone instead of updating it with zeros (icefall's rule), so
+    # its first steps after unfreezing are not inflated by momentum built on zero gradients
+    return ScaledAdam(lr_scale_groups(model), lr=cfg.lr, clipping_scale=2.0, skip_missing_grads=True)
 
 def load_cuts(path, what: str = "cuts") -> CutSet:
     "An eager CutSet from a lhotse manifest; an InputError naming the file when it is missing, empty or truncated."
