@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_train.ipynb #264e2fbc
 from __future__ import annotations
-import contextlib, json, math, os, random, re, sys, time, warnings
+import contextlib, json, math, os, random, re, shutil, signal, sys, threading, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -16,16 +16,18 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicCutSampler
 
 from .core import Config, SAMPLE_RATE, console_script, seed_everything
-from .data import SSLDataset, make_dataloader, make_sampler
+from .data import (InputError, SSLDataset, filter_duration, make_dataloader, make_sampler, read_manifest,
+                            try_load_wave, validate_labels)
 from .optim import OptimConfig, build_optimizer, reference_batches
 from .presets import ModelConfig, atomic_save, build_model, load_checkpoint, model_preset
 from .scaling import load_whiten_state, set_batch_count, whiten_state
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CLOCKS', 'TrainConfig', 'model_clock', 'DistInfo', 'init_distributed', 'needs_unused_parameters',
-           'open_cuts', 'ResumableBatches', 'TrainState', 'rng_state', 'set_rng_state', 'checkpoint_paths',
-           'save_checkpoint', 'latest_checkpoint', 'remove_stale_temp_files', 'micro_step', 'optimizer_step',
-           'validate', 'RunLog', 'make_checkpoint', 'train', 'apply_overrides', 'pretrain_cli']
+__all__ = ['PRECISIONS', 'CLOCKS', 'SKIP_CHECK_AFTER', 'TrainConfig', 'model_clock', 'DistInfo', 'init_distributed',
+           'needs_unused_parameters', 'open_cuts', 'prepare_cuts', 'ResumableBatches', 'TrainState', 'rng_state',
+           'set_rng_state', 'checkpoint_paths', 'save_checkpoint', 'latest_checkpoint', 'remove_stale_temp_files',
+           'config_differences', 'move_aside', 'previous_run', 'micro_step', 'optimizer_step', 'validate', 'RunLog',
+           'check_skipped', 'StopOnSignal', 'make_checkpoint', 'train', 'apply_overrides', 'pretrain_cli']
 
 # %% ../nbs/11_train.ipynb #7aed9ccb
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -44,6 +46,9 @@ class TrainConfig(Config):
     exp_dir: str = "exp/pretrain"           # checkpoints, train.yaml, log.jsonl, tensorboard/
     max_duration: float = 87.5              # seconds of audio per micro-batch, per rank (k2SSL command: 87.5)
     max_samples: int = 250_000              # crop longer cuts to this many samples
+    min_cut_duration: float = 2.0           # seconds; shorter cuts are left out (k2SSL: min_keep_size 32000 samples)
+    max_cut_duration: float | None = None   # seconds; longer cuts are left out (None: no limit, as k2SSL)
+    max_skipped: float = 0.05               # stop when more than this share of the cuts seen had unusable audio
     num_buckets: int = 30                   # duration buckets of the sampler (at most the number of cuts)
     max_steps: int = 0                      # optimizer steps (0: no limit)
     max_epochs: int = 1                     # passes over train_cuts
@@ -66,13 +71,16 @@ class TrainConfig(Config):
     log_batches: bool = False               # write the cut ids of every batch to exp_dir/batches/rank{r}.jsonl
     nan_steps: tuple[int, ...] = ()         # test hook: make the loss NaN at these steps (0-based)
 
-    def __post_init__(self):
-        if self.precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.accum_grad < 1: raise ValueError(f"accum_grad must be >= 1, got {self.accum_grad}")
-        if self.schedule_clock not in CLOCKS: raise ValueError(f"schedule_clock must be one of {CLOCKS}, got {self.schedule_clock!r}")
-        if self.model_clock_every < 1: raise ValueError(f"model_clock_every must be >= 1, got {self.model_clock_every}")
-        if self.keep_last < 1: raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
-        if self.max_bad_steps < 1: raise ValueError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
+    def __post_init__(self):  # InputError (a ValueError): the command prints it on one line
+        if self.precision not in PRECISIONS: raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.schedule_clock not in CLOCKS: raise InputError(f"schedule_clock must be one of {CLOCKS}, got {self.schedule_clock!r}")
+        for name in ("accum_grad", "model_clock_every", "keep_last", "max_bad_steps", "checkpoint_every", "log_every"):
+            if not getattr(self, name) >= 1: raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model is None and not self.num_classes >= 1: raise InputError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not self.max_duration > 0: raise InputError(f"max_duration must be > 0 (seconds of audio per batch), got {self.max_duration}")
+        if self.max_cut_duration is not None and not self.max_cut_duration > self.min_cut_duration:
+            raise InputError(f"max_cut_duration ({self.max_cut_duration}) must be above min_cut_duration ({self.min_cut_duration})")
+        if not 0 <= self.max_skipped <= 1: raise InputError(f"max_skipped must be a share in [0, 1], got {self.max_skipped}")
 
     def model_config(self) -> ModelConfig:
         "The ModelConfig of this run."
@@ -143,6 +151,23 @@ def open_cuts(path) -> CutSet:
     if not path.exists(): raise FileNotFoundError(f"cut manifest {path} does not exist")
     return CutSet.from_file(path)
 
+# %% ../nbs/11_train.ipynb #15a790bb
+def prepare_cuts(path, # a .jsonl(.gz) manifest or a lhotse Shar folder
+                 what: str, # named in errors: "training", "dev"
+                 cfg: TrainConfig, num_classes: int) -> tuple[CutSet, dict]:
+    "The cuts of `path`, labels checked (InputError naming bad cuts), duration limits applied; and the counts."
+    p = Path(path)
+    cuts = open_cuts(p) if p.is_dir() else read_manifest(p, what)
+    name = f"{what} manifest {p}"
+    rep = validate_labels(cuts, num_classes, cfg.label_key, name, min_duration=cfg.min_cut_duration,
+                          max_duration=cfg.max_cut_duration)
+    report = dict(cuts=rep["cuts"], removed_too_short=rep["too_short"], removed_too_long=rep["too_long"])
+    report["kept"] = rep["cuts"] - rep["too_short"] - rep["too_long"]
+    if report["kept"] == 0:
+        raise InputError(f"{name}: all {rep['cuts']} cuts are outside min_cut_duration={cfg.min_cut_duration} s .. "
+                         f"max_cut_duration={cfg.max_cut_duration} s")
+    return filter_duration(cuts, cfg.min_cut_duration, cfg.max_cut_duration), report
+
 # %% ../nbs/11_train.ipynb #c38f6ad1
 class ResumableBatches:
     "The batches of `sampler` in `epoch` after the first `skip` ones (usable as a DataLoader sampler)."
@@ -165,6 +190,9 @@ class TrainState:
     bad_run: int = 0          # consecutive non-finite steps
     bad_total: int = 0        # non-finite steps so far
     best_valid: float = math.inf  # best validation loss so far
+    cuts_seen: int = 0        # cuts the sampler handed out (all ranks)
+    cuts_skipped: int = 0     # of those, cuts whose audio could not be used (all ranks)
+    empty_batches: int = 0    # micro-batches not trained because a rank had no usable cut
 
 def rng_state() -> dict:
     "The states of Python's, NumPy's and torch's (CPU and CUDA) generators, as tensors and plain values."
@@ -193,9 +221,10 @@ def checkpoint_paths(exp_dir) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 def save_checkpoint(ckpt: dict, exp_dir, step: int, keep_last: int = 3) -> Path:
-    "Write `ckpt` atomically as checkpoints/step-{step}.pt and delete all but the last `keep_last`."
+    "Write `ckpt` atomically as checkpoints/step-{step}.pt; delete all but the last `keep_last` up to `step`."
     path = atomic_save(ckpt, Path(exp_dir) / "checkpoints" / f"step-{step:08d}.pt")
-    for old in checkpoint_paths(exp_dir)[:-keep_last]: old.unlink(missing_ok=True)
+    mine = [p for p in checkpoint_paths(exp_dir) if int(_CKPT.match(p.name)[1]) <= step]  # never a later step's file
+    for old in mine[:-keep_last]: old.unlink(missing_ok=True)
     return path
 
 def latest_checkpoint(exp_dir) -> tuple[Path, dict] | None:
@@ -210,6 +239,48 @@ def remove_stale_temp_files(exp_dir) -> list[Path]:
     stale = list((Path(exp_dir) / "checkpoints").glob(".step-*.tmp"))
     for p in stale: p.unlink(missing_ok=True)
     return stale
+
+# %% ../nbs/11_train.ipynb #345add7f
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out |= _flat(v, f"{prefix}{k}.")
+        else: out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+def config_differences(old: ModelConfig, new: ModelConfig) -> list[str]:
+    "'field: old -> new' for every model setting that differs."
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+def move_aside(exp_dir) -> Path | None:
+    "Move a previous run's checkpoints, train.yaml and logs into exp_dir/previous-<date-time>/; that folder."
+    exp = Path(exp_dir)
+    items = [exp / n for n in ("checkpoints", "train.yaml", "log.jsonl", "tensorboard", "batches") if (exp / n).exists()]
+    if not checkpoint_paths(exp): return None
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+    while (dest := exp / f"previous-{stamp}{f'-{n}' if n else ''}").exists(): n += 1
+    dest.mkdir()
+    for p in items: shutil.move(str(p), str(dest / p.name))
+    return dest
+
+def previous_run(cfg: TrainConfig, info: DistInfo) -> tuple[Path | None, dict | None, Path | None]:
+    "(checkpoint path, contents, folder the old run was moved to): resume, or move aside with resume=False."
+    exp, found = Path(cfg.exp_dir), checkpoint_paths(cfg.exp_dir)
+    if not found: return None, None, None
+    if not cfg.resume:
+        moved = move_aside(exp) if info.is_main else None
+        if info.distributed: dist.barrier()
+        return None, None, moved
+    got = latest_checkpoint(exp)
+    if got is None:
+        raise InputError(f"none of the {len(found)} checkpoints in {exp / 'checkpoints'} can be read ("
+                         f"{', '.join(p.name for p in found[-5:])}): pass --fresh to move them aside and start a new run")
+    diff = config_differences(ModelConfig.from_dict(got[1]["model_config"]), cfg.model_config())
+    if diff:
+        raise InputError(f"{got[0]} was trained with other model settings ({'; '.join(diff)}): resume with the same "
+                         f"preset/num_classes/model, or pass --fresh to move the old run aside, or use another exp_dir")
+    return got[0], got[1], None
 
 # %% ../nbs/11_train.ipynb #474e38a6
 def _autocast(device: torch.device, precision: str):
@@ -253,13 +324,14 @@ def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, clock: flo
 
 # %% ../nbs/11_train.ipynb #b274f90a
 def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, state: TrainState, info: DistInfo,
-                   over_time: bool) -> dict:
+                   over_time: bool, interrupted: bool = False) -> dict:
     "Agree across ranks, then update (or skip a non-finite step); returns the step's numbers."
     if cfg.schedule_clock == "steps": sched.step_batch()  # the step runs at the lr of its own index (first: 1)
     if info.distributed and not acc.synced: _sync_grads(model, info)
     if cfg.precision == "fp16": scaler.unscale_(opt)
     grads_ok = _grads_finite(model)
-    v = _all_sum(torch.tensor([acc.loss, acc.n, acc.correct, acc.count, acc.seconds, acc.nonfinite, int(over_time)],
+    v = _all_sum(torch.tensor([acc.loss, acc.n, acc.correct, acc.count, acc.seconds, acc.nonfinite, int(over_time),
+                               int(interrupted)],
                               dtype=torch.float64, device=info.device), info).tolist()
     bad_loss = v[5] > 0 or not math.isfinite(v[0])
     bad = bad_loss or (not grads_ok and cfg.precision != "fp16")
@@ -272,7 +344,7 @@ def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, stat
     state.step += 1
     state.bad_run, state.bad_total = (state.bad_run + 1, state.bad_total + 1) if bad else (0, state.bad_total)
     return dict(loss=v[0] / max(v[1], 1), masked_acc=v[2] / max(v[3], 1), seconds=v[4], bad=bad,
-                overflow=not grads_ok and not bad, over_time=v[6] > 0)
+                overflow=not grads_ok and not bad, over_time=v[6] > 0, interrupted=v[7] > 0)
 
 # %% ../nbs/11_train.ipynb #c553cd10
 @torch.no_grad()
@@ -318,6 +390,42 @@ class RunLog:
         if self.active: self.file.close()
         if self.tb is not None: self.tb.close()
 
+# %% ../nbs/11_train.ipynb #962a5af2
+SKIP_CHECK_AFTER = 200  # cuts seen before the skipped share is checked at every step (always before a checkpoint)
+
+class _CountingDataset(torch.utils.data.Dataset):
+    "A dataset's batch with `n_cuts` and `empty` added; a batch whose cuts all failed becomes a record of the skip."
+    def __init__(self, ds): self.ds = ds
+    def __getitem__(self, cuts):
+        b = self.ds[cuts]
+        if b is not None: return b | {"n_cuts": len(cuts), "empty": False}
+        first = next(iter(cuts))
+        return {"n_cuts": len(cuts), "empty": True, "cut_ids": [], "skipped": [(first.id, try_load_wave(first)[1])]}
+
+def check_skipped(state: TrainState, max_skipped: float, first: list, source: str) -> None:
+    "InputError when more than `max_skipped` of the cuts seen, or every one, had unusable audio."
+    if not state.cuts_seen: return
+    share = state.cuts_skipped / state.cuts_seen
+    if share > max_skipped or state.cuts_skipped == state.cuts_seen:
+        raise InputError(f"{state.cuts_skipped} of the {state.cuts_seen} cuts seen ({share:.0%}) had unusable audio, "
+                         f"more than max_skipped={max_skipped:g} (first: {'; '.join(f'{i!r}: {w}' for i, w in first)}): "
+                         f"fix the audio paths of {source}, or raise max_skipped")
+
+# %% ../nbs/11_train.ipynb #3c096ca3
+class StopOnSignal:
+    "Within `with` (main thread): the first SIGINT/SIGTERM sets `signum` instead of stopping; a second one stops."
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    def __init__(self): self.signum, self.old = None, {}
+    def _handle(self, signum, frame):
+        if self.signum is not None: raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")
+        self.signum = signum
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, h)
+
 # %% ../nbs/11_train.ipynb #c0e10c21
 def _gather(obj, info: DistInfo) -> list:
     if not info.distributed: return [obj]
@@ -356,9 +464,14 @@ def _restore_rng(ckpt: dict | None, cfg: TrainConfig, info: DistInfo, state: Tra
 
 # %% ../nbs/11_train.ipynb #f9986f5c
 class _Run:
-    "The objects of one training run (built by `train`)."
+    "The objects of one training run (built by `train`): input checked and any old run settled before a file is written."
     def __init__(self, cfg: TrainConfig, info: DistInfo):
         self.cfg, self.info, self.exp = cfg, info, Path(cfg.exp_dir)
+        k = cfg.model_config().ssl.num_classes
+        train_cuts, rep = prepare_cuts(cfg.train_cuts, "training", cfg, k)
+        self.data, self.dev = {"train": rep}, None
+        if cfg.dev_cuts: self.dev, self.data["dev"] = prepare_cuts(cfg.dev_cuts, "dev", cfg, k)
+        self.ckpt_path, self.ckpt, self.moved = previous_run(cfg, info)
         if info.is_main:
             (self.exp / "checkpoints").mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(self.exp); cfg.save(self.exp / "train.yaml")
@@ -366,28 +479,29 @@ class _Run:
         self.model = build_model(cfg.model_config()).to(info.device)
         self.opt, self.sched = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.precision == "fp16")
-        found = latest_checkpoint(self.exp) if cfg.resume else None
-        self.ckpt_path, self.ckpt = found if found else (None, None)
-        self.state = _restore(self.ckpt, self.model, self.opt, self.sched, self.scaler, cfg, info) if found else TrainState()
+        self.state = _restore(self.ckpt, self.model, self.opt, self.sched, self.scaler, cfg, info) if self.ckpt else TrainState()
         unused, self.unused_reason = needs_unused_parameters(self.model.config)
         self.ddp = self.model
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
-        self.sampler = make_sampler(open_cuts(cfg.train_cuts), cfg.max_duration, cfg.num_buckets, shuffle=True,
+        self.sampler = make_sampler(train_cuts, cfg.max_duration, cfg.num_buckets, shuffle=True,
                                     drop_last=True, seed=cfg.seed, world_size=info.world_size, rank=info.rank)
-        self.dataset = SSLDataset("crop", cfg.label_key, cfg.max_samples)
-        self.dev = open_cuts(cfg.dev_cuts) if cfg.dev_cuts else None
+        self.dataset = _CountingDataset(SSLDataset("crop", cfg.label_key, cfg.max_samples))
         self.log = RunLog(self.exp, info.is_main)
         self.batch_log = None
         if cfg.log_batches:
             (self.exp / "batches").mkdir(parents=True, exist_ok=True)
             self.batch_log = open(self.exp / "batches" / f"rank{info.rank}.jsonl", "a")
-        self.last_saved, self.history, self.valid = -1, [], {}
+        self.last_saved, self.history, self.valid, self.first_skipped, self.signals = -1, [], {}, [], StopOnSignal()
+
+    def check_skipped(self):
+        check_skipped(self.state, self.cfg.max_skipped, self.first_skipped, self.cfg.train_cuts)
 
 # %% ../nbs/11_train.ipynb #fc06151a
 def _save(run: _Run) -> Path | None:
-    "Checkpoint now (every rank calls; rank 0 writes)."
+    "Checkpoint now (every rank calls; rank 0 writes), unless too many cuts were skipped."
+    run.check_skipped()  # every rank holds the same counts: all raise together
     ck = make_checkpoint(run.model, run.opt, run.sched, run.scaler, run.state, run.cfg, run.info)
     path = save_checkpoint(ck, run.exp, run.state.step, run.cfg.keep_last) if run.info.is_main else None
     run.last_saved = run.state.step
@@ -419,20 +533,23 @@ def _after_step(run: _Run, r: dict, t0: float, pbar) -> str | None:
                                f"'fp32', or check the labels; the last good checkpoint is in {run.exp / 'checkpoints'}")
     if st.step % cfg.log_every == 0 and not r["bad"]:
         entry = dict(step=st.step, epoch=st.epoch, time=time.time() - t0, loss=r["loss"], masked_acc=r["masked_acc"],
-                     lr=run.sched.get_lr(), seconds=r["seconds"])
+                     lr=run.sched.get_lr(), seconds=r["seconds"], cuts_skipped=st.cuts_skipped)
         run.history.append(entry); run.log("train", **entry)
         if pbar is not None: pbar.set_postfix(loss=f"{r['loss']:.3f}", acc=f"{r['masked_acc']:.3f}")
+    if st.cuts_seen >= SKIP_CHECK_AFTER: run.check_skipped()
     if cfg.valid_every and st.step % cfg.valid_every == 0: _validate(run)
     if st.step % cfg.checkpoint_every == 0: _save(run)
     if cfg.max_steps and st.step >= cfg.max_steps: return "max_steps"
     if r["over_time"]: return "max_minutes"
+    if r["interrupted"]: return "interrupted"
     return None
 
 # %% ../nbs/11_train.ipynb #7a55a6b5
 def _step(run: _Run, acc: _Step, t0: float, pbar) -> str | None:
     "The optimizer step closing a group of micro-batches, then the bookkeeping; the reason to stop, if any."
     over = bool(run.cfg.max_minutes) and time.time() - t0 > 60 * run.cfg.max_minutes
-    r = optimizer_step(run.model, run.opt, run.sched, run.scaler, acc, run.cfg, run.state, run.info, over)
+    r = optimizer_step(run.model, run.opt, run.sched, run.scaler, acc, run.cfg, run.state, run.info, over,
+                       interrupted=run.signals.signum is not None)
     if pbar is not None: pbar.update(1)
     return _after_step(run, r, t0, pbar)
 
@@ -446,13 +563,17 @@ def _run_epoch(run: _Run, t0: float, pbar) -> str | None:
     acc, micro, fresh = _Step(), 0, st.batches_done == 0
     for batch in loader:
         fresh = False
-        ok = torch.tensor([int(batch is not None)], device=info.device)
-        if int(_all_sum(ok, info)) == info.world_size:  # every rank has a batch (a None batch: all its cuts unreadable)
+        skipped = batch["n_cuts"] if batch["empty"] else len(batch["skipped"])
+        got = _all_sum(torch.tensor([int(not batch["empty"]), batch["n_cuts"], skipped], device=info.device), info).tolist()
+        st.cuts_seen += got[1]; st.cuts_skipped += got[2]
+        run.first_skipped += batch["skipped"][: 5 - len(run.first_skipped)]
+        if got[0] == info.world_size:  # every rank has a batch (an empty one: all its cuts unreadable)
             clock = (model_clock(st.step, st.batches_done // cfg.accum_grad, cfg, info.world_size)
                      if cfg.schedule_clock == "steps" else run.sched.batch)
             micro_step(run.model, run.ddp, batch, acc, cfg, clock, run.scaler, info,
                        last=micro + 1 == cfg.accum_grad, step=st.step)
-        _log_batch(run, batch, micro)
+        else: st.empty_batches += 1
+        _log_batch(run, None if batch["empty"] else batch, micro)
         st.batches_done += 1; micro += 1
         if micro == cfg.accum_grad and (stop := _step(run, acc, t0, pbar)): return stop
         if micro == cfg.accum_grad: acc, micro = _Step(), 0
@@ -476,20 +597,22 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict:
     from tqdm.auto import tqdm
     run, t0 = _Run(cfg, info), time.time()
     st, start_step = run.state, run.state.step
+    if run.moved and info.is_main: print(f"k2ssl-pretrain: the previous run in {run.exp} was moved to {run.moved}", file=sys.stderr)
     run.log("start", st.step, epoch=st.epoch, world_size=info.world_size, resumed_from=str(run.ckpt_path or ""),
-            find_unused_parameters=run.unused_reason)
+            find_unused_parameters=run.unused_reason, data=run.data, moved_aside=str(run.moved or ""))
     pbar = tqdm(total=cfg.max_steps or None, initial=st.step, disable=not (info.is_main and cfg.progress), desc="pretrain")
     _restore_rng(run.ckpt, cfg, info, st)
     run.model.train()
     stop = "max_steps" if cfg.max_steps and st.step >= cfg.max_steps else None
-    while stop is None and st.epoch < cfg.max_epochs:
-        stop = _run_epoch(run, t0, pbar)
-        if stop is None:  # the epoch ran out
-            st.epoch += 1; st.batches_done = 0
-            run.sched.step_epoch(st.epoch)
-            _validate(run); _save(run)
-    stop = stop or "max_epochs"
-    if run.last_saved != st.step: _save(run)
+    with run.signals:
+        while stop is None and st.epoch < cfg.max_epochs:
+            stop = _run_epoch(run, t0, pbar)
+            if stop is None:  # the epoch ran out
+                st.epoch += 1; st.batches_done = 0
+                run.sched.step_epoch(st.epoch)
+                _validate(run); _save(run)
+        stop = stop or "max_epochs"
+        if run.last_saved != st.step: _save(run)
     pbar.close()
     return _summary(run, stop, time.time() - t0, st.step - start_step)
 
@@ -501,7 +624,10 @@ def _summary(run: _Run, stop: str, seconds: float, steps: int) -> dict:
                valid_loss=run.valid.get("valid_loss"), valid_masked_acc=run.valid.get("valid_masked_acc"),
                best_valid_loss=st.best_valid if math.isfinite(st.best_valid) else None,
                seconds_per_step=seconds / max(steps, 1), history=run.history,
-               last_checkpoint=str(paths[-1]) if paths else None, resumed_from=str(run.ckpt_path) if run.ckpt_path else None)
+               last_checkpoint=str(paths[-1]) if paths else None, resumed_from=str(run.ckpt_path) if run.ckpt_path else None,
+               cuts_seen=st.cuts_seen, cuts_skipped=st.cuts_skipped, empty_batches=st.empty_batches, data=run.data,
+               moved_aside=str(run.moved) if run.moved else None,
+               signal=signal.Signals(run.signals.signum).name if run.signals.signum else None)
     run.log("end", st.step, **{k: v for k, v in out.items() if k != "history"})
     run.log.close()
     if run.batch_log is not None: run.batch_log.close()
@@ -538,16 +664,22 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
                  fresh: bool = False, # ignore checkpoints already in exp_dir
                 ):
     "Pre-train an SSL model (one process, or one per GPU under torchrun); resumes from exp_dir's last checkpoint."
-    cfg = TrainConfig.load(config) if config else TrainConfig()
-    given = {k: v for k, v in dict(preset=preset, num_classes=num_classes, train_cuts=train_cuts, dev_cuts=dev_cuts,
-             exp_dir=exp_dir, max_duration=max_duration, max_steps=max_steps, max_epochs=max_epochs,
-             max_minutes=max_minutes, accum_grad=accum_grad, precision=precision, num_workers=num_workers,
-             device=device, seed=seed).items() if v is not None}
-    cfg = apply_overrides(TrainConfig.from_dict(cfg.to_dict() | given), set)
-    if fresh: cfg.resume = False
-    if not cfg.train_cuts: raise SystemExit("k2ssl-pretrain: give train_cuts (in --config or --train_cuts)")
-    res = train(cfg)
+    try: res = _pretrain(config, dict(preset=preset, num_classes=num_classes, train_cuts=train_cuts, dev_cuts=dev_cuts,
+                         exp_dir=exp_dir, max_duration=max_duration, max_steps=max_steps, max_epochs=max_epochs,
+                         max_minutes=max_minutes, accum_grad=accum_grad, precision=precision, num_workers=num_workers,
+                         device=device, seed=seed), set, fresh)
+    except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-pretrain: {e}") from None
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, indent=1))
+    if res["stopped"] == "interrupted":  # checkpoint written; the shell's code for "ended by this signal"
+        raise SystemExit(128 + int(getattr(signal.Signals, res["signal"] or "SIGTERM")))
+
+def _pretrain(config, options: dict, overrides, fresh: bool) -> dict:
+    cfg = TrainConfig.load(config) if config else TrainConfig()
+    given = {k: v for k, v in options.items() if v is not None}
+    cfg = apply_overrides(TrainConfig.from_dict(cfg.to_dict() | given), overrides)
+    if fresh: cfg.resume = False
+    if not cfg.train_cuts: raise InputError("give train_cuts (in --config or --train_cuts)")
+    return train(cfg)
 
 if __name__ == "__main__" and "__file__" in globals(): pretrain_cli()
