@@ -268,7 +268,8 @@ def previous_run(cfg: TrainConfig, info: DistInfo) -> tuple[Path | None, dict | 
     "(checkpoint path, contents, folder the old run was moved to): resume, or move aside with resume=False."
     exp, found = Path(cfg.exp_dir), checkpoint_paths(cfg.exp_dir)
     if not found: return None, None, None
-    if not cfg.resume:
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0  # torchrun restarting this run: resume it
+    if not cfg.resume and not restarted:
         moved = move_aside(exp) if info.is_main else None
         if info.distributed: dist.barrier()
         return None, None, moved
@@ -661,7 +662,7 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
                  accum_grad: int = None, precision: str = None, # fp32, bf16 or fp16
                  num_workers: int = None, device: str = None, seed: int = None,
                  set: str = None, # more overrides: "optim.base_lr=0.02,log_every=50"
-                 fresh: bool = False, # ignore checkpoints already in exp_dir
+                 fresh: bool = False, # start a new run: move exp_dir's old run into exp_dir/previous-<date-time>/
                 ):
     "Pre-train an SSL model (one process, or one per GPU under torchrun); resumes from exp_dir's last checkpoint."
     try: res = _pretrain(config, dict(preset=preset, num_classes=num_classes, train_cuts=train_cuts, dev_cuts=dev_cuts,

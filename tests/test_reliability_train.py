@@ -143,6 +143,15 @@ def test_fresh_moves_the_old_run_aside(manifest, tmp_path):
     assert again["resumed_from"].endswith("step-00000002.pt") and again["steps"] == 3
 
 
+def test_fresh_under_a_torchrun_restart_resumes(manifest, tmp_path, monkeypatch):
+    "torchrun restarting a --fresh run after a failure: the checkpoints are this run's, so the restart resumes."
+    exp = tmp_path / "exp"
+    train(_cfg(manifest, exp, max_steps=2, checkpoint_every=1, resume=False))
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    res = train(_cfg(manifest, exp, max_steps=3, checkpoint_every=1, resume=False))
+    assert res["resumed_from"].endswith("step-00000002.pt") and res["moved_aside"] is None and res["steps"] == 3
+
+
 def test_rotation_never_deletes_later_steps(tmp_path):
     for s in (10, 20): save_checkpoint({"step": s}, tmp_path, s, keep_last=1)
     assert [p.name for p in checkpoint_paths(tmp_path)] == ["step-00000020.pt"]
