@@ -580,7 +580,7 @@ def _run_epoch(run: _Run, t0: float, pbar) -> str | None:
         if micro == cfg.accum_grad: acc, micro = _Step(), 0
     if micro and (stop := _step(run, acc, t0, pbar)): return stop  # an unfinished group at the epoch's end
     if fresh:  # a whole epoch without a batch would loop over empty epochs forever
-        raise ValueError(f"epoch {st.epoch} of {cfg.train_cuts} gave rank {info.rank} no batch: the manifest is empty, or "
+        raise InputError(f"epoch {st.epoch} of {cfg.train_cuts} gave rank {info.rank} no batch: the manifest is empty, or "
                          f"with drop_last every bucket of {cfg.num_buckets} is smaller than max_duration={cfg.max_duration} s "
                          "(lower num_buckets or max_duration for a small set)")
     return None
