@@ -4,7 +4,7 @@
 
 # %% ../nbs/08a_presets.ipynb #b5d301fe
 from __future__ import annotations
-import dataclasses, os, pickle, tempfile
+import dataclasses, os, pickle, tempfile, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -171,6 +171,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     "torch.load with weights_only=True; a file holding pickled objects is refused with the reason."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f: head = f.read(2)
+    # torch.save writes a zip archive (legacy files: a pickle, which starts with 0x80); anything else, or a zip
+    # whose directory at the end is missing, is cut short or not a checkpoint at all
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":
+        raise ValueError(f"{path} is not a complete PyTorch checkpoint (truncated, or another kind of file)")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"refusing to load {path}: it holds Python objects beyond tensors and plain values, which "
@@ -188,6 +193,9 @@ def load_pretrained(path, device="cpu") -> SSLModel:
     ckpt = load_checkpoint(path, device)
     if "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not a k2ssl_lit model checkpoint: it has keys {sorted(ckpt)}")
+    if "finetune_config" in ckpt:
+        raise ValueError(f"{path} is a CTC fine-tuned checkpoint (k2ssl-finetune), not a pre-trained model: decode "
+                         f"with k2ssl-decode, or give the pre-trained checkpoint it started from")
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
