@@ -21,17 +21,6 @@ from k2ssl_lit.train import (TrainConfig, checkpoint_paths, open_cuts, pretrain_
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    "The embedded corpus's train cuts (45, 2.1 to 12.9 s) with random labels (k=20)."
-    d = tmp_path_factory.mktemp("data")
-    cuts = corpus_cuts(cached_corpus(0.1, 0), "train").to_eager()
-    rng = np.random.default_rng(0)
-    labels = {c.id: rng.integers(0, 20, num_frames(c.num_samples)) for c in cuts}
-    attach_labels(cuts, labels, num_classes=20).to_file(d / "train.jsonl.gz")
-    return d / "train.jsonl.gz"
-
-
 def _cfg(manifest, exp, **kw) -> TrainConfig:
     optim = OptimConfig(base_lr=0.02, warmup_batches=3, lr_batches=100, lr_epochs=10, ref_duration=20.0)
     base = dict(preset="zipformer_tiny", num_classes=20, train_cuts=str(manifest), exp_dir=str(exp), max_samples=16_000,
