@@ -14,8 +14,8 @@ from lhotse import CutSet
 
 from .core import Config, console_script, seed_everything
 from .corpus import build_corpus
-from .data import SSLDataset, corpus_cuts, make_dataloader, make_sampler
-from .kmeans import KMeansConfig, KMeansLabeler, dump_features, evaluate_labels, feature_fn_for
+from .data import SSLDataset, corpus_cuts, cut_labels, make_dataloader, make_sampler
+from .kmeans import KMeansConfig, KMeansLabeler, dump_features, evaluate_labels, feature_fn_for, plot_units
 from .optim import OptimConfig
 from .presets import build_model, layer_feature_fn, load_pretrained, model_preset, save_pretrained
 from .train import TrainConfig, train
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'SPLITS', 'DemoConfig', 'toy_optim', 'prepare_corpus', 'baseline_units', 'pretrain_preset', 'masked_accuracy',
-           'layer_units', 'best_layer_units', 'labelled_subset', 'finetune_model', 'plot_results', 'report_markdown',
-           'verdicts', 'run_demo', 'demo_cli']
+           'layer_units', 'best_layer_units', 'labelled_subset', 'finetune_model', 'transcript_examples',
+           'plot_results', 'plot_unit_rows', 'report_markdown', 'verdicts', 'units_figure', 'run_demo', 'demo_cli']
 
 # %% ../nbs/14_demo.ipynb #4c6b5202
 @dataclass
@@ -37,15 +37,16 @@ class DemoConfig(Config):
     hours: float = 0.5                          # size of the synthesised corpus
     seed: int = 0
     k: int = 100                                # clusters of both iterations (k2SSL: 100, then 500 at full size)
-    presets: tuple[str, ...] = ("zipformer_tiny", "hubert_tiny")
-    pretrain_share: float = 0.36                # of `minutes`, split equally between the presets
-    finetune_share: float = 0.36                # of `minutes`, split equally between scratch and each preset
+    presets: tuple[str, ...] = ("zipformer_tiny",)  # pre-trained and compared; add "hubert_tiny" for the baseline
+    pretrain_share: float = 0.4                 # of `minutes`, split equally between the presets
+    finetune_share: float = 0.4                 # of `minutes`, split equally between scratch and each preset
     labelled_minutes: float = 12.0              # transcribed training audio for CTC fine-tuning
     pretrain_max_duration: float = 40.0         # seconds of audio per pre-training batch
     finetune_max_duration: float = 30.0         # seconds of audio per fine-tuning batch
     kmeans_fraction: float = 0.2                # of the training frames (MFCC / fbank) dumped for k-means
     layer_fraction: float = 0.25                # of the training utterances whose layer features are dumped
     layers: tuple[int, ...] = ()                # layers to try for iteration 2; empty: every layer
+    examples: int = 3                           # test utterances whose transcripts the report shows
     device: str = "auto"
 
     def __post_init__(self):
@@ -59,9 +60,13 @@ class DemoConfig(Config):
     def finetune_minutes(self) -> float: return self.minutes * self.finetune_share / (len(self.presets) + 1)
 
 # %% ../nbs/14_demo.ipynb #74665769
-def toy_optim(max_duration: float) -> OptimConfig:
-    "ScaledAdam + Eden settings for runs of a few hundred steps (see 08b_first_run)."
-    return OptimConfig(base_lr=0.09, warmup_batches=10, lr_batches=200, lr_epochs=100, ref_duration=max_duration)
+def toy_optim(max_duration: float, # seconds of audio per optimizer step
+              clock_speed: float = 20.0, # model-clock batches counted per optimizer step
+             ) -> OptimConfig:
+    "ScaledAdam + Eden settings for runs of a few hundred to a few thousand steps, with the model's clock sped up."
+    return OptimConfig(base_lr=0.09, warmup_batches=10, lr_batches=200, lr_epochs=100,
+                       ref_duration=max_duration / clock_speed)
+
 
 # %% ../nbs/14_demo.ipynb #2aa441c9
 SPLITS = ("train", "dev", "test")
@@ -121,7 +126,8 @@ def layer_units(model, layer: int, cuts: dict[str, CutSet], cfg: DemoConfig, spl
                         fraction=cfg.layer_fraction, sample="utterances", seed=cfg.seed, n_init=1, max_iter=30)
     fn = layer_feature_fn(model, layer)
     labeler = KMeansLabeler.fit(dump_features(cuts["train"], fn, kcfg, progress=False), kcfg)
-    return {s: evaluate_labels(labeler.label_cuts(cuts[s], fn, progress=False).to_eager(), k=cfg.k).pnmi for s in splits}
+    return {s: evaluate_labels(labeler.label_cuts(cuts[s], fn, progress=False).to_eager(), k=cfg.k).pnmi for s in splits} \
+        | {"labeler": labeler}
 
 def best_layer_units(checkpoint, preset: str, cuts: dict[str, CutSet], cfg: DemoConfig) -> dict:
     "Dev PNMI of every layer, the best layer's test PNMI, and the same at random initialisation."
@@ -131,8 +137,9 @@ def best_layer_units(checkpoint, preset: str, cuts: dict[str, CutSet], cfg: Demo
     best = max(dev_pnmi, key=dev_pnmi.get)
     seed_everything(cfg.seed)
     random_model = build_model(model.config).eval()
-    return dict(dev_pnmi_by_layer=dev_pnmi, best_layer=best,
-                test_pnmi=layer_units(model, best, cuts, cfg, ("test",), str(checkpoint))["test"],
+    chosen = layer_units(model, best, cuts, cfg, ("test",), str(checkpoint))
+    chosen["labeler"].save(Path(cfg.out) / f"kmeans_{preset}_layer{best}")  # the iteration-2 units, for a next run
+    return dict(dev_pnmi_by_layer=dev_pnmi, best_layer=best, test_pnmi=chosen["test"],
                 random_init_test_pnmi=layer_units(random_model, best, cuts, cfg, ("test",), "random init")["test"])
 
 # %% ../nbs/14_demo.ipynb #c3abce7e
@@ -146,15 +153,28 @@ def labelled_subset(cuts: CutSet, minutes: float) -> CutSet:
     return CutSet.from_cuts(picked)
 
 def finetune_model(name: str, cfg: DemoConfig, data_dir: Path, pretrained: str | None, preset: str) -> dict:
-    "CTC fine-tune for cfg.finetune_minutes; summary with test CER/WER."
+    "CTC fine-tune for cfg.finetune_minutes; test CER/WER of the final model and whether it still emits only blanks."
     fcfg = FinetuneConfig(pretrained=pretrained, preset=preset, train_cuts=str(data_dir / "labelled_cuts.jsonl.gz"),
                           dev_cuts=str(data_dir / "dev_cuts.jsonl.gz"), test_cuts=str(data_dir / "test_cuts.jsonl.gz"),
                           exp_dir=str(Path(cfg.out) / f"finetune_{name}"), max_steps=100_000,
                           max_minutes=cfg.finetune_minutes, max_duration=cfg.finetune_max_duration, seed=cfg.seed,
                           device=cfg.device, valid_every=100)
     s = finetune(fcfg)
+    t = s["test"]
     return dict(steps=s["steps"], seconds_per_step=s["seconds_per_step"], best_dev_cer=s["best_dev_cer"],
-                test_cer=s["test"]["cer"], test_wer=s["test"]["wer"], history=s["history"], dev=s["dev"])
+                test_cer=t["cer"], test_wer=t["wer"], test_blank_share=t["blank_share"],
+                test_empty_share=t["empty_share"], blank_phase=t["blank_phase"],
+                hyps=str(Path(t["out_dir"]) / "hyps.jsonl"), history=s["history"], dev=s["dev"])
+
+def transcript_examples(finetuned: dict, # name -> finetune_model's result
+                        n: int = 3) -> list[dict]: # id, ref, and each model's hypothesis
+    "The first `n` test utterances with their reference and every fine-tuned model's transcript."
+    rows = {}
+    for name, r in finetuned.items():
+        for line in Path(r["hyps"]).read_text().splitlines()[:n]:
+            d = json.loads(line)
+            rows.setdefault(d["id"], dict(id=d["id"], ref=d["ref"]))[name] = d["hyp"]
+    return list(rows.values())[:n]
 
 # %% ../nbs/14_demo.ipynb #8750ffb5
 def _fmt(x, nd=3): return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
@@ -179,6 +199,19 @@ def plot_results(results: dict, out: Path) -> list[Path]:
     fig.tight_layout(); paths.append(out / "pnmi_layers.png"); fig.savefig(paths[-1], dpi=100); plt.close(fig)
     return paths
 
+def plot_unit_rows(cut, # a test cut with a phone alignment
+                   rows: dict, # name -> (num_frames,) units of the cut
+                   path: Path, seconds: float = 3.0) -> Path:
+    "One spectrogram with the phone alignment per row of units (e.g. MFCC and a model's layer), saved as PNG."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 3.0 * len(rows)), squeeze=False)
+    for ax, (name, units) in zip(axes[:, 0], rows.items()):
+        plot_units(cut, units, seconds=min(seconds, cut.duration), ax=ax)
+        ax.set_title(f"{cut.id}: phones (top) and {name} units (bottom)", fontsize=10)
+    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    return path
+
 def report_markdown(results: dict) -> str:
     "The results as a markdown report."
     cfg, lines = results["config"], []
@@ -198,13 +231,22 @@ def report_markdown(results: dict) -> str:
     for name, r in results["pretrain"].items():
         lines.append(f"| {name} | {r['steps']} | {_fmt(r['seconds_per_step'], 2)} | {_fmt(r['dev_masked_acc'])} | "
                      f"{_fmt(r['dev_unmasked_acc'])} |")
-    lines += ["", "## CTC fine-tuning (equal minutes each; greedy decoding, test split)", "",
-              "| model | steps | s/step | best dev CER | test CER | test WER |", "|---|---|---|---|---|---|"]
+    lines += ["", "## CTC fine-tuning (equal minutes each; greedy decoding of the final model, test split)", "",
+              "| model | steps | s/step | test CER | test WER | blank frames | empty transcripts |",
+              "|---|---|---|---|---|---|---|"]
     for name, r in results["finetune"].items():
-        lines.append(f"| {name} | {r['steps']} | {_fmt(r['seconds_per_step'], 2)} | {_fmt(r['best_dev_cer'])} | "
-                     f"{_fmt(r['test_cer'])} | {_fmt(r['test_wer'])} |")
+        state = " **(still only blanks)**" if r.get("blank_phase") else ""
+        lines.append(f"| {name} | {r['steps']} | {_fmt(r['seconds_per_step'], 2)} | {_fmt(r['test_cer'])}{state} | "
+                     f"{_fmt(r['test_wer'])} | {_fmt(r.get('test_blank_share'), 2)} | {_fmt(r.get('test_empty_share'), 2)} |")
+    if results.get("examples"):
+        lines += ["", "## Transcripts of test utterances (held-out voices)", ""]
+        for e in results["examples"]:
+            lines.append(f"- `{e['id']}`")
+            lines += [f"  - {'reference' if k == 'ref' else k}: {e[k] or '(empty)'}" for k in e if k != "id"]
     lines += ["", "## Reading", ""] + [f"- {s}" for s in verdicts(results)]
-    lines += ["", "![pre-training](pretrain.png) ![PNMI per layer](pnmi_layers.png)", ""]
+    figures = ["![pre-training](pretrain.png)", "![PNMI per layer](pnmi_layers.png)"]
+    if results.get("units_plot"): figures.append(f"![units against phones]({Path(results['units_plot']).name})")
+    lines += ["", " ".join(figures), ""]
     return "\n".join(lines)
 
 def verdicts(results: dict) -> list[str]:
@@ -221,9 +263,10 @@ def verdicts(results: dict) -> list[str]:
         d = r["test_cer"] - scratch
         out.append(f"fine-tuned from {name}: test CER {_fmt(r['test_cer'])} vs {_fmt(scratch)} from scratch "
                    f"({'better' if d < 0 else 'worse'} by {abs(d):.3f})")
-    if ft and all(r["test_cer"] > 0.95 for r in ft.values()):
-        out.append("every fine-tuned model is still near CER 1 (mostly blanks): the fine-tuning budget is too short "
-                   "at this size; rerun with a larger --minutes")
+    for name, r in ft.items():
+        if r.get("blank_phase"):
+            out.append(f"{name} ended still in CTC's blank phase ({r['test_empty_share']:.0%} of its test transcripts "
+                       "are empty): its CER is no transcription result; rerun with a larger --minutes")
     return out
 
 # %% ../nbs/14_demo.ipynb #207ae9f8
@@ -232,8 +275,20 @@ def _machine() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     return f"{platform.machine()}, {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
-def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
+def units_figure(results: dict, cuts: dict[str, CutSet], cfg: DemoConfig) -> Path:
+    "The first test utterance's MFCC units and each model's iteration-2 units over its spectrogram and phones."
+    out = Path(cfg.out)
+    cut = next(iter(CutSet.from_file(out / "kmeans_mfcc" / "test_cuts.jsonl.gz")))
+    rows = {"MFCC k-means": cut_labels(cut).numpy()}
+    for preset, r in results["layers"].items():
+        labeler = KMeansLabeler.load(out / f"kmeans_{preset}_layer{r['best_layer']}")
+        fn = layer_feature_fn(load_pretrained(results["pretrain"][preset]["last_checkpoint"]), r["best_layer"])
+        rows[f"{preset} layer {r['best_layer']}"] = cut_labels(next(iter(labeler.label_cuts(CutSet.from_cuts([cut]), fn, progress=False)))).numpy()
+    return plot_unit_rows(cut, rows, out / "units.png")
+
+def run_demo(cfg: DemoConfig | None = None) -> dict:
     "Run every stage within the budget; write results.json, results.md and the plots into cfg.out; return the results."
+    cfg = cfg or DemoConfig()
     out, t0 = Path(cfg.out), time.time()
     out.mkdir(parents=True, exist_ok=True); cfg.save(out / "demo.yaml")
     seed_everything(cfg.seed)
@@ -261,6 +316,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     for name, ckpt in [("scratch", None)] + [(p, results["pretrain"][p]["last_checkpoint"]) for p in cfg.presets]:
         _stage(f"CTC fine-tune: {name} for {cfg.finetune_minutes:.1f} min")
         results["finetune"][name] = finetune_model(name, cfg, data, ckpt, cfg.presets[0])
+    results["examples"] = transcript_examples(results["finetune"], cfg.examples)
+    results["units_plot"] = str(units_figure(results, cuts, cfg))
     results["seconds"]["total"] = time.time() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     plot_results(results, out)
@@ -276,9 +333,11 @@ def demo_cli(out: str = "exp/demo", # output folder: corpus, models, results.md
              seed: int = 0,
              k: int = 100, # k-means clusters
              device: str = "auto", # "auto", "cpu" or "cuda"
+             compare_hubert: bool = False, # also pre-train and fine-tune the tiny HuBERT on the same budget
             ) -> dict:
     "The whole k2SSL pipeline at toy size on the embedded corpus, with a results report."
     logging.basicConfig(level=logging.WARNING)
-    return run_demo(DemoConfig(out=out, minutes=minutes, hours=hours, seed=seed, k=k, device=device))
+    presets = ("zipformer_tiny", "hubert_tiny") if compare_hubert else ("zipformer_tiny",)
+    return run_demo(DemoConfig(out=out, minutes=minutes, hours=hours, seed=seed, k=k, device=device, presets=presets))
 
 if __name__ == "__main__" and globals().get("__file__"): demo_cli()  # `python -m k2ssl_lit.demo`, not in a notebook

@@ -33,11 +33,11 @@ from .ssl import SSLModel
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['BLANK', 'UNK', 'WORD_SEP', 'UNK_CHAR', 'TRAINED_CLOCK', 'normalize_transcript', 'CharVocab', 'MissingTranscript',
-           'cut_text', 'check_transcripts', 'vocab_from_cuts', 'CTCDataset', 'CTCModel', 'ctc_loss', 'ctc_infeasible',
-           'greedy_decode', 'error_rates', 'FinetuneConfig', 'tri_stage_lr', 'pretrained_clock', 'build_ctc_model',
-           'load_cuts', 'save_ctc_checkpoint', 'load_ctc_model', 'transcribe', 'finetune', 'decode', 'finetune_cli',
-           'decode_cli']
+__all__ = ['BLANK', 'UNK', 'WORD_SEP', 'UNK_CHAR', 'TRAINED_CLOCK', 'BLANK_PHASE', 'normalize_transcript', 'CharVocab',
+           'MissingTranscript', 'cut_text', 'check_transcripts', 'vocab_from_cuts', 'CTCDataset', 'CTCModel',
+           'ctc_loss', 'ctc_infeasible', 'greedy_decode', 'error_rates', 'FinetuneConfig', 'budget_fraction',
+           'tri_stage_lr', 'pretrained_clock', 'build_ctc_model', 'load_cuts', 'save_ctc_checkpoint', 'load_ctc_model',
+           'transcribe', 'output_stats', 'finetune', 'decode', 'finetune_cli', 'decode_cli']
 
 # %% ../nbs/12_finetune.ipynb #2c99bda8
 BLANK, UNK, WORD_SEP = "<blank>", "<unk>", "|"
@@ -310,14 +310,24 @@ class FinetuneConfig(Config):
         if self.max_steps < 1: raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
 
 # %% ../nbs/12_finetune.ipynb #0894bf35
-def tri_stage_lr(step: int, # updates done
-                 max_steps: int, warmup_frac: float = 0.1, hold_frac: float = 0.4, final_scale: float = 0.05,
+def budget_fraction(step: int, # updates done
+                    max_steps: int, # the step budget
+                    seconds: float = 0.0, # wall-clock time spent
+                    max_minutes: float | None = None, # the time budget (None: steps only)
+                   ) -> float: # in [0, 1]
+    "How far a run is through its budget: steps or minutes, whichever runs out first."
+    done = step / max_steps
+    if max_minutes: done = max(done, seconds / (60 * max_minutes))
+    return min(done, 1.0)
+
+def tri_stage_lr(done: float, # fraction of the budget used (`budget_fraction`)
+                 warmup_frac: float = 0.1, hold_frac: float = 0.4, final_scale: float = 0.05,
                 ) -> float: # multiplier of the peak lr
-    "Linear warm-up to 1, hold, then exponential decay to `final_scale` at `max_steps`."
-    warm, hold = max(1, round(warmup_frac * max_steps)), round(hold_frac * max_steps)
-    if step < warm: return (step + 1) / warm
-    if step < hold or hold >= max_steps: return 1.0
-    return final_scale ** (min(step - hold, max_steps - hold) / (max_steps - hold))
+    "Linear warm-up to 1, hold, then exponential decay to `final_scale` at the end of the budget."
+    if done < warmup_frac: return max(done, 1e-3) / warmup_frac
+    if done < hold_frac or hold_frac >= 1: return 1.0
+    return final_scale ** ((done - hold_frac) / (1 - hold_frac))
+
 
 # %% ../nbs/12_finetune.ipynb #4e206626
 def _device(name: str) -> torch.device:
@@ -374,11 +384,11 @@ def load_ctc_model(path, device="cpu") -> tuple[CTCModel, CharVocab]:
 def transcribe(model: CTCModel, vocab: CharVocab, cuts: CutSet,
                max_duration: float = 60.0, # seconds of audio per batch
                device="cpu", precision: str = "fp32",
-              ) -> dict: # ids, refs, hyps, skipped
+              ) -> dict: # ids, refs, hyps, skipped, frames, blank_frames
     "Greedy transcripts of `cuts` with their references; skipped cuts listed with the reason."
     was_training = model.training
     model.eval()
-    ds, out = CTCDataset(vocab), dict(ids=[], refs=[], hyps=[], skipped=[])
+    ds, out = CTCDataset(vocab), dict(ids=[], refs=[], hyps=[], skipped=[], frames=0, blank_frames=0)
     for cut_batch in SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, drop_last=False):
         batch = ds[cut_batch]
         if batch is None: out["skipped"] += ds.last_skipped; continue
@@ -386,6 +396,8 @@ def transcribe(model: CTCModel, vocab: CharVocab, cuts: CutSet,
             logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
         out["ids"] += batch["cut_ids"]; out["refs"] += batch["texts"]; out["skipped"] += batch["skipped"]
         out["hyps"] += greedy_decode(logp, flens, vocab)
+        valid = torch.arange(logp.shape[1], device=logp.device)[None, :] < flens[:, None]
+        out["frames"] += int(valid.sum()); out["blank_frames"] += int(((logp.argmax(-1) == vocab.blank) & valid).sum())
     model.train(was_training)
     return out
 
@@ -395,9 +407,17 @@ def _autocast(device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 # %% ../nbs/12_finetune.ipynb #2864f15d
+BLANK_PHASE = 0.9  # a model whose hypotheses are empty for at least this share of utterances is in the blank phase
+
+def output_stats(tr: dict) -> dict:
+    "Blank share of the output frames, share of empty hypotheses, and whether that is CTC's all-blank phase."
+    empty = sum(not h.strip() for h in tr["hyps"]) / max(len(tr["hyps"]), 1)
+    return dict(blank_share=tr["blank_frames"] / max(tr["frames"], 1), empty_share=empty, blank_phase=empty >= BLANK_PHASE)
+
 def _validate(model, vocab, dev, cfg, device) -> dict:
     tr = transcribe(model, vocab, dev, cfg.max_duration, device, cfg.precision)
-    return error_rates(tr["refs"], tr["hyps"]) | {"example": (tr["refs"][:1] + [""])[0] + " -> " + (tr["hyps"][:1] + [""])[0]}
+    return (error_rates(tr["refs"], tr["hyps"]) | output_stats(tr)
+            | {"example": (tr["refs"][:1] + [""])[0] + " -> " + (tr["hyps"][:1] + [""])[0]})
 
 def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     "Fine-tune with CTC as `cfg` says; write checkpoints to cfg.exp_dir; return a summary with the histories."
@@ -441,7 +461,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
             if step in (0, freeze_steps): model.freeze(encoder=step < freeze_steps, frontend=pretrained and cfg.freeze_frontend)
             set_batch_count(model, clock); clock += float(batch["audio_lens"].sum()) / SAMPLE_RATE / 600.0
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * tri_stage_lr(step, cfg.max_steps, cfg.warmup_frac, cfg.hold_frac, cfg.final_lr_scale)
+                done = budget_fraction(step, cfg.max_steps, time.time() - t0, cfg.max_minutes)
+                g["lr"] = cfg.lr * tri_stage_lr(done, cfg.warmup_frac, cfg.hold_frac, cfg.final_lr_scale)
             with _autocast(device, cfg.precision):
                 logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
             loss = ctc_loss(logp, flens, batch["targets"].to(device), batch["target_lens"].to(device))
@@ -459,7 +480,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
                 if progress: print(f"step {step} loss {history[-1]['loss']:.3f} ({history[-1]['seconds']:.0f} s)")
             if step % cfg.valid_every == 0 and step < cfg.max_steps:
                 res = _validate(model, vocab, dev, cfg, device) if dev is not None else None
-                if res: dev_history.append(dict(step=step, cer=res["cer"], wer=res["wer"]))
+                if res: dev_history.append(dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"],
+                                                empty_share=res["empty_share"]))
                 if progress and res: print(f"step {step} dev CER {res['cer']:.3f} WER {res['wer']:.3f}  {res['example']}")
                 checkpoint(res)
             if step >= cfg.max_steps or out_of_time(): break
@@ -468,7 +490,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
         epoch += 1
     seconds = time.time() - t0
     res = _validate(model, vocab, dev, cfg, device) if dev is not None else None
-    if res: dev_history.append(dict(step=step, cer=res["cer"], wer=res["wer"]))
+    if res: dev_history.append(dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"],
+                                                empty_share=res["empty_share"]))
     last = checkpoint(res)
     if infeasible: _log.warning(f"{infeasible} training utterance(s) had more characters than CTC could fit (loss zeroed)")
     summary = dict(steps=step, epochs=epoch, seconds=seconds, seconds_per_step=seconds / max(step, 1),
@@ -476,8 +499,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
                    checkpoint=str(exp / "best.pt"), last_checkpoint=str(last), vocab_size=len(vocab),
                    skipped=ds.num_skipped, untranscribed=texts["missing"], infeasible=infeasible, pretrained=cfg.pretrained,
                    model=cfg.preset if not pretrained else "pretrained")
-    if cfg.test_cuts: summary["test"] = decode(exp / "best.pt", cfg.test_cuts, exp / "decode-test", cfg.max_duration,
-                                               str(device))
+    # the result is the model the run ends with, not the best dev checkpoint: a run that ends in the blank phase says so
+    if cfg.test_cuts: summary["test"] = decode(last, cfg.test_cuts, exp / "decode-test", cfg.max_duration, str(device))
+    summary["blank_phase"] = (summary["test"] if cfg.test_cuts else res or {}).get("blank_phase")
     (exp / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -487,7 +511,7 @@ def decode(checkpoint, # a fine-tuned checkpoint (best.pt / last.pt)
            out_dir=None, # where hyps.jsonl and errors.json go; None: next to the checkpoint
            max_duration: float = 60.0, # seconds of audio per batch
            device: str = "auto",
-          ) -> dict: # cer, wer, counts, skipped, unknown_chars, out_dir
+          ) -> dict: # cer, wer, counts, blank shares, skipped, unknown_chars, out_dir
     "Greedy-decode `cuts_path` with a CTC checkpoint; write the hypotheses per cut and the error rates."
     if not max_duration > 0: raise InputError(f"--max-duration must be positive seconds, got {max_duration:g}")
     device = _device(device)
@@ -502,7 +526,7 @@ def decode(checkpoint, # a fine-tuned checkpoint (best.pt / last.pt)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "hyps.jsonl", "w") as f:
         for i, r, h in zip(tr["ids"], tr["refs"], tr["hyps"]): f.write(json.dumps(dict(id=i, ref=r, hyp=h)) + "\n")
-    result = error_rates(tr["refs"], tr["hyps"]) | dict(skipped=tr["skipped"], unknown_chars=dict(vocab.unknown),
+    result = error_rates(tr["refs"], tr["hyps"]) | output_stats(tr) | dict(skipped=tr["skipped"], unknown_chars=dict(vocab.unknown),
                                                          out_dir=str(out_dir), checkpoint=str(checkpoint))
     (out_dir / "errors.json").write_text(json.dumps(result, indent=1))
     return result
