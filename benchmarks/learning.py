@@ -74,7 +74,7 @@ def commit() -> str:
     except OSError: return "unknown"
 
 
-def summarize(runs: dict[int, dict], minutes: float, presets) -> tuple[dict, str]:
+def summarize(runs: dict[int, dict], minutes: float, presets, rev: str) -> tuple[dict, str]:
     per_seed = {s: figures(r) for s, r in runs.items()}
     names = list(next(iter(per_seed.values())))
     stats = {}
@@ -85,13 +85,13 @@ def summarize(runs: dict[int, dict], minutes: float, presets) -> tuple[dict, str
     mean = {n: s["mean"] for n, s in stats.items()}
     checks = aims(mean, minutes)
     lines = [f"# Learning at toy size: `k2ssl-demo --minutes {minutes:g}`" + (" --compare_hubert" if len(presets) > 1 else ""),
-             "", f"{time.strftime('%Y-%m-%d')}; commit {commit()}; {machine()}; seeds {list(runs)} "
+             "", f"{time.strftime('%Y-%m-%d')}; commit {rev}; {machine()}; seeds {list(runs)} "
              f"(each seed its own corpus and initialisation); mean ± sd over seeds, then the value of each seed.", "",
              "| figure | mean ± sd | per seed |", "|---|---|---|"]
     for n, s in stats.items():
         lines.append(f"| {n} | {s['mean']:.3f} ± {s['sd']:.3f} | {', '.join(f'{v:.3f}' for v in s['values'])} |")
     lines += ["", "## Aims (on the means)", ""] + [f"- {'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
-    return dict(minutes=minutes, presets=list(presets), seeds=list(runs), machine=machine(), commit=commit(),
+    return dict(minutes=minutes, presets=list(presets), seeds=list(runs), machine=machine(), commit=rev,
                 date=time.strftime("%Y-%m-%d"), stats=stats, aims=[dict(aim=t, met=ok) for t, ok in checks]), "\n".join(lines) + "\n"
 
 
@@ -105,14 +105,17 @@ def main():
     a = ap.parse_args()
     presets = ("zipformer_tiny", "hubert_tiny") if a.compare_hubert else ("zipformer_tiny",)
     tag = f"learning_{time.strftime('%Y-%m-%d')}_{a.minutes:g}min" + ("_hubert" if a.compare_hubert else "")
-    runs = {}
+    runs, revs, rev = {}, {}, commit()  # the code that runs: read before the first seed
     for seed in a.seeds:
         out = Path(a.work) / f"{tag}_seed{seed}"
         done = out / "results.json"
-        if done.exists(): runs[seed] = json.loads(done.read_text()); print(f"seed {seed}: reusing {done}"); continue
+        if done.exists():  # a finished seed is reused, with the commit that made it
+            runs[seed] = json.loads(done.read_text()); revs[seed] = (out / "commit.txt").read_text().strip()
+            print(f"seed {seed}: reusing {done} (commit {revs[seed]})"); continue
         print(f"== seed {seed}", flush=True)
+        out.mkdir(parents=True, exist_ok=True); (out / "commit.txt").write_text(rev); revs[seed] = rev
         runs[seed] = run_demo(DemoConfig(out=str(out), minutes=a.minutes, seed=seed, presets=presets))
-    data, md = summarize(runs, a.minutes, presets)
+    data, md = summarize(runs, a.minutes, presets, ", ".join(sorted(set(revs.values()))))
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"{tag}.json").write_text(json.dumps(data, indent=1))
     (Path(a.out) / f"{tag}.md").write_text(md)

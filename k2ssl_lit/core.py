@@ -120,13 +120,22 @@ def _underscore_option(arg: str) -> str:
     m = re.match(r"^--([A-Za-z][\w-]*)(=.*)?$", arg)
     return f"--{m[1].replace('-', '_')}{m[2] or ''}" if m else arg
 
+def _dashed_options(parser):
+    "List each --under_scored option as --dashed first, so that --help shows the spelling the README uses."
+    for action in parser._actions:  # argparse has no public API to add an alias to an existing option
+        dashed = [s.replace("_", "-") for s in action.option_strings if s.startswith("--") and "_" in s]
+        for s in dashed: parser._option_string_actions[s] = action
+        action.option_strings = dashed + [s for s in action.option_strings if s not in dashed]
+    return parser
+
 def console_script(func):
     "Make `func` a console script that takes --dashed or --underscored options, and a plain function otherwise."
     @functools.wraps(func)
     def run(*args, **kwargs):
         if args or kwargs: return func(*args, **kwargs)
         prog = Path(sys.argv[0]).name or func.__name__
-        parsed = vars(anno_parser(func, prog=prog).parse_args([_underscore_option(a) for a in sys.argv[1:]]))
+        parser = _dashed_options(anno_parser(func, prog=prog))
+        parsed = vars(parser.parse_args([_underscore_option(a) for a in sys.argv[1:]]))
         for extra in ("pdb", "xtra"): parsed.pop(extra, None)
         func(**parsed)  # a console entry point exits with sys.exit(return value): keep it 0 on success
         return None

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_finetune.ipynb #f01717ce
 from __future__ import annotations
-import json, logging, math, time
+import copy, json, logging, math, time
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -198,11 +198,14 @@ class CTCModel(nn.Module):
     "Frontend, projection and encoder of an SSL model, with a linear CTC head over a character vocabulary."
     def __init__(self, ssl: SSLModel, # pre-trained or fresh; its prediction heads are removed
                  vocab_size: int, # V, including blank and <unk>
-                 mask: MaskConfig = MaskConfig(mask_prob=0.3), # time masking while training
+                 mask: MaskConfig | None = None, # time masking while training; None: probability 0.3
                 ):
         super().__init__()
-        ssl.head, ssl.layer_heads = nn.Identity(), nn.ModuleDict()  # the k-means heads have no use here
-        self.ssl, self.masker = ssl, SpanMasker(mask)
+        # a shallow copy that shares the frontend, projection and encoder but not the k-means heads, which have no use
+        # here: the caller's model keeps its heads
+        body = copy.copy(ssl); body._modules = dict(ssl._modules)
+        body.head, body.layer_heads = nn.Identity(), nn.ModuleDict()
+        self.ssl, self.masker = body, SpanMasker(mask if mask is not None else MaskConfig(mask_prob=0.3))
         self.head = nn.Linear(ssl.encoder.out_dim, vocab_size)
         self.config: ModelConfig | None = getattr(ssl, "config", None)
 

@@ -190,8 +190,9 @@ def conv1d_matmul(x: torch.Tensor, # (B, T, C_in) channel-last (any strides)
 class WaveformCNN(Frontend):
     "HuBERT's waveform CNN: (B, N) samples at 16 kHz -> (B, T, channels) LayerNorm-ed frames at 50 Hz."
     input_dims = 2
-    def __init__(self, cfg: CNNConfig = CNNConfig()):
+    def __init__(self, cfg: CNNConfig | None = None): # None: HuBERT Base's CNN
         super().__init__()
+        cfg = cfg if cfg is not None else CNNConfig()
         self.window, self.hop = cnn_geometry(cfg.kernels, cfg.strides)
         if len(cfg.kernels) != len(cfg.strides) or (self.window, self.hop) != (400, 320):
             raise ValueError(f"kernels {cfg.kernels} and strides {cfg.strides} give a window of {self.window} and a hop "
@@ -253,8 +254,9 @@ class FbankFrontendConfig(Config):
 class FbankFrontend(Frontend):
     "Fbank frontend: (B, F, num_mel_bins) at 100 Hz -> (B, ceil(F/2), channels) LayerNorm-ed frames at 50 Hz."
     input_dims = 3
-    def __init__(self, cfg: FbankFrontendConfig = FbankFrontendConfig()):
+    def __init__(self, cfg: FbankFrontendConfig | None = None): # None: the default FbankFrontendConfig
         super().__init__()
+        cfg = cfg if cfg is not None else FbankFrontendConfig()
         k = cfg.kernel_size
         if k % 2 == 0: raise ValueError(f"kernel_size must be odd to keep the 50 Hz frame rule, got {k}")
         self.cfg, self.out_dim = cfg, cfg.channels
@@ -362,8 +364,9 @@ def _init_linear(m: nn.Module):
 # %% ../nbs/07_hubert.ipynb #fff37982
 class HubertEncoder(nn.Module):
     "HuBERT's Transformer encoder: convolutional positions, LayerNorm, dropout, then `num_layers` Transformer layers."
-    def __init__(self, cfg: HubertEncoderConfig = HubertEncoderConfig()):
+    def __init__(self, cfg: HubertEncoderConfig | None = None): # None: HuBERT Base's encoder
         super().__init__()
+        cfg = cfg if cfg is not None else HubertEncoderConfig()
         self.cfg, self.in_dim, self.out_dim, self.num_layers = cfg, cfg.dim, cfg.dim, cfg.num_layers
         self.layer_dims = (cfg.dim,) * cfg.num_layers
         self.pos_conv = ConvPositionalEmbedding(cfg.dim, cfg.pos_conv_kernel, cfg.pos_conv_groups, cfg.dropout)

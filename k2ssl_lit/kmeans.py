@@ -190,14 +190,14 @@ def _feature_dim(feature_fn: Callable, device) -> int:
 
 def dump_features(cuts: CutSet, # the cuts to sample frames from
                   feature_fn: Callable, # (waves (B, N), lens (B,)) -> (feats (B, T, D), lens (B,)) at 50 Hz
-                  cfg: KMeansConfig = KMeansConfig(), # fraction, sample, max_bytes, seed, and k for the early check
+                  cfg: KMeansConfig | None = None, # fraction, sample, max_bytes, seed, and k for the early check
                   batch_size: int = 16, # cuts per call of feature_fn
                   device: str | torch.device = "cpu",
                   progress: bool = True,
                   skipped: list | None = None, # receives (id, why) of the chosen cuts whose audio cannot be read
                  ) -> np.ndarray: # (M, D) float32, M * D * 4 <= max_bytes
     "Features of a seeded random sample of frames (or utterances), under a memory cap."
-    cuts = list(cuts)
+    cfg, cuts = cfg if cfg is not None else KMeansConfig(), list(cuts)
     if not cuts: raise InputError("dump_features: the CutSet is empty, there are no frames to cluster")
     dim = _feature_dim(feature_fn, device)
     max_rows = cfg.max_bytes // (4 * dim)
@@ -220,10 +220,11 @@ def dump_features(cuts: CutSet, # the cuts to sample frames from
 
 # %% ../nbs/09_kmeans.ipynb #a76f1c81
 def fit_kmeans(feats: np.ndarray, # (M, D) float32 dump
-               cfg: KMeansConfig = KMeansConfig(),
+               cfg: KMeansConfig | None = None, # None: the default KMeansConfig
                verbose: int = 0, # scikit-learn's progress output
               ) -> MiniBatchKMeans:
     "Fit scikit-learn's MiniBatchKMeans on dumped features with fairseq's settings (from `cfg`)."
+    cfg = cfg if cfg is not None else KMeansConfig()
     if feats.ndim != 2: raise ValueError(f"expected a (frames, dims) array, got shape {feats.shape}")
     if len(feats) < cfg.k:
         raise ValueError(f"k={cfg.k} clusters need at least k frames, but only {len(feats)} were dumped")
@@ -300,8 +301,9 @@ class KMeansLabeler:
     def dim(self) -> int: return self.centroids.shape[1]
 
     @classmethod
-    def fit(cls, feats: np.ndarray, cfg: KMeansConfig = KMeansConfig()) -> KMeansLabeler:
+    def fit(cls, feats: np.ndarray, cfg: KMeansConfig | None = None) -> KMeansLabeler:
         "Fit on dumped features."
+        cfg = cfg if cfg is not None else KMeansConfig()
         return cls(fit_kmeans(feats, cfg).cluster_centers_, cfg)
 
     def __call__(self, feats, device=None) -> torch.Tensor: # (T, D) -> (T,) int64

@@ -94,7 +94,7 @@ def compute_channel_mask(batch: int, # B
 # %% ../nbs/04_masking.ipynb #89af102a
 class SpanMasker:
     "Draw time (and optional channel) masks for a batch, following a `MaskConfig`."
-    def __init__(self, cfg: MaskConfig = MaskConfig()): self.cfg = cfg
+    def __init__(self, cfg: MaskConfig | None = None): self.cfg = cfg if cfg is not None else MaskConfig()
 
     def __call__(self, lengths: torch.Tensor, # (B,) valid frames
                  max_len: int, # T

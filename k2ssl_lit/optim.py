@@ -355,8 +355,9 @@ def plot_eden(batches_per_epoch: float = 2000.0, # optimizer steps in one epoch
     return fig
 
 # %% ../nbs/10_optim.ipynb #15916b3e
-def build_optimizer(model: nn.Module, cfg: OptimConfig = OptimConfig()) -> tuple[ScaledAdam, Eden]:
+def build_optimizer(model: nn.Module, cfg: OptimConfig | None = None) -> tuple[ScaledAdam, Eden]:
     "ScaledAdam over `model`'s trainable parameters (grouped by `cfg.lr_scales`) and its Eden schedule."
+    cfg = cfg if cfg is not None else OptimConfig()
     opt = ScaledAdam(lr_scale_groups(model, cfg.lr_scales), lr=cfg.base_lr, betas=cfg.betas, eps=cfg.eps,
                      scalar_lr_scale=cfg.scalar_lr_scale, param_min_rms=cfg.param_min_rms,
                      param_max_rms=cfg.param_max_rms, scalar_max=cfg.scalar_max,

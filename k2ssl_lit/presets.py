@@ -29,8 +29,9 @@ __all__ = ['ENCODERS', 'FRONTENDS', 'PRESETS', 'WaveformFbankFrontend', 'ModelCo
 class WaveformFbankFrontend(nn.Module):
     "FbankFrontend that computes its own fbank: (B, N) waveforms at 16 kHz -> (B, T, channels) frames at 50 Hz."
     input_dims = 2
-    def __init__(self, cfg: FbankFrontendConfig = FbankFrontendConfig()):
+    def __init__(self, cfg: FbankFrontendConfig | None = None): # None: the default FbankFrontendConfig
         super().__init__()
+        cfg = cfg if cfg is not None else FbankFrontendConfig()
         self.cfg, self.out_dim = cfg, cfg.channels
         self.fbank = FbankFrontend(cfg)
         # the frontend normalises each utterance itself (cfg.normalize); the fbank stays raw log-mel
@@ -204,7 +205,7 @@ def load_pretrained(path, device="cpu") -> SSLModel:
 class LayerFeatures:
     "Callable (waves (B, N), lengths (B,)) -> (features (B, T, D), frame lengths (B,)) from one layer of a model."
     def __init__(self, model: SSLModel, layer: int):
-        model._check_layer(layer)
+        model.check_layer(layer)
         self.model, self.layer = model.eval(), layer
         self.dim = model.proj.out_features if layer == 0 else model.encoder.layer_dims[layer - 1]
 

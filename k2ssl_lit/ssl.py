@@ -92,8 +92,9 @@ def masked_prediction_loss(logits: torch.Tensor, # (B, T, C)
 # %% ../nbs/08_ssl.ipynb #112155ec
 class SSLModel(nn.Module):
     "Masked prediction of frame labels with any frontend and any encoder."
-    def __init__(self, frontend: nn.Module, encoder: nn.Module, cfg: SSLConfig = SSLConfig()):
+    def __init__(self, frontend: nn.Module, encoder: nn.Module, cfg: SSLConfig | None = None):
         super().__init__()
+        cfg = cfg if cfg is not None else SSLConfig()
         self.cfg, self.frontend, self.encoder = cfg, frontend, encoder
         self.proj = nn.Linear(frontend.out_dim, encoder.in_dim)
         self.dropout = nn.Dropout(cfg.dropout_input)
@@ -101,10 +102,11 @@ class SSLModel(nn.Module):
         self.masker = SpanMasker(cfg.mask)
         head = lambda dim: make_head(cfg.head, dim, cfg.num_classes, cfg.logit_temperature, cfg.final_dim)
         self.head = head(encoder.out_dim)
-        for layer in cfg.intermediate_layers: self._check_layer(layer, allow_input=False)
+        for layer in cfg.intermediate_layers: self.check_layer(layer, allow_input=False)
         self.layer_heads = nn.ModuleDict({str(l): head(encoder.layer_dims[l - 1]) for l in cfg.intermediate_layers})
 
-    def _check_layer(self, layer, allow_input=True):
+    def check_layer(self, layer: int, allow_input: bool = True):
+        "A ValueError naming the valid range unless `layer` is 0 (the encoder input, when allowed) .. num_layers."
         lo = 0 if allow_input else 1
         if not lo <= layer <= self.encoder.num_layers:
             raise ValueError(f"layer {layer} is out of range: this encoder has layers {lo}..{self.encoder.num_layers}")
@@ -143,10 +145,15 @@ class SSLModel(nn.Module):
     @torch.no_grad()
     def extract(self, x: torch.Tensor, lengths: torch.Tensor, layer: int, # 0: projected frontend output
                ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, D) features, (B,) frame lengths
-        "Unmasked features of one layer (0 = encoder input, 1..num_layers = encoder layers), for k-means and units."
-        self._check_layer(layer)
-        h, pad, _ = self.embed(x, lengths)
-        if layer > 0:
-            _, layers = self.encoder(h, pad, output_layers=True, max_layer=layer)
-            h = layers[layer - 1]
+        "Unmasked features of one layer (0 = encoder input, 1..num_layers = encoder layers), in eval mode (no dropout, no layer skipping), for k-means and units."
+        self.check_layer(layer)
+        was_training = self.training
+        self.eval()  # features are a function of the input: no dropout, no skipped layers, whatever the caller's mode
+        try:
+            h, pad, _ = self.embed(x, lengths)
+            if layer > 0:
+                _, layers = self.encoder(h, pad, output_layers=True, max_layer=layer)
+                h = layers[layer - 1]
+        finally:
+            self.train(was_training)
         return h, (~pad).sum(1)

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from lhotse import CutSet
+from fastcore.script import Param
 from lhotse.dataset import DynamicCutSampler
 
 from .core import Config, SAMPLE_RATE, console_script, seed_everything
@@ -27,7 +28,8 @@ __all__ = ['PRECISIONS', 'CLOCKS', 'SKIP_CHECK_AFTER', 'TrainConfig', 'model_clo
            'needs_unused_parameters', 'open_cuts', 'prepare_cuts', 'ResumableBatches', 'TrainState', 'rng_state',
            'set_rng_state', 'checkpoint_paths', 'save_checkpoint', 'latest_checkpoint', 'remove_stale_temp_files',
            'config_differences', 'move_aside', 'previous_run', 'micro_step', 'optimizer_step', 'validate', 'RunLog',
-           'check_skipped', 'StopOnSignal', 'make_checkpoint', 'train', 'apply_overrides', 'pretrain_cli']
+           'check_skipped', 'StopOnSignal', 'make_checkpoint', 'train', 'split_overrides', 'apply_overrides',
+           'pretrain_cli']
 
 # %% ../nbs/11_train.ipynb #7aed9ccb
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -69,7 +71,6 @@ class TrainConfig(Config):
     device: str = "auto"                    # "auto" (cuda if available), "cpu" or "cuda"
     progress: bool = True                   # tqdm bar on rank 0
     log_batches: bool = False               # write the cut ids of every batch to exp_dir/batches/rank{r}.jsonl
-    nan_steps: tuple[int, ...] = ()         # test hook: make the loss NaN at these steps (0-based)
 
     def __post_init__(self):  # InputError (a ValueError): the command prints it on one line
         if self.precision not in PRECISIONS: raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
@@ -316,7 +317,6 @@ def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, clock: flo
         with _autocast(dev, cfg.precision):
             out = ddp(batch["audio"].to(dev), batch["audio_lens"].to(dev), batch["labels"].to(dev))
         loss = out.loss.float()
-        if step in cfg.nan_steps: loss = loss * float("nan")
         scaler.scale(loss / cfg.accum_grad).backward()
     acc.synced |= last
     acc.loss += float(loss.detach()); acc.n += 1; acc.nonfinite += int(not math.isfinite(float(loss.detach())))
@@ -635,10 +635,15 @@ def _summary(run: _Run, stop: str, seconds: float, steps: int) -> dict:
     return out
 
 # %% ../nbs/11_train.ipynb #1cc0ab87
-def apply_overrides(cfg: TrainConfig, pairs: str | None) -> TrainConfig:
-    "Apply 'key=value,other.key=value' overrides (values parsed as YAML) to a TrainConfig."
+def split_overrides(pairs: str | list[str] | None) -> list[str]:
+    "'a=1,b.c=[1, 2]' -> ['a=1', 'b.c=[1, 2]']: split at the commas that start a new key=, not inside a value."
+    items = [pairs] if isinstance(pairs, str) else list(pairs or [])
+    return [p.strip() for item in items for p in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", item) if p.strip()]
+
+def apply_overrides(cfg: TrainConfig, pairs: str | list[str] | None) -> TrainConfig:
+    "Apply 'key=value' overrides (one string with commas, or a list of them; values parsed as YAML) to a TrainConfig."
     d = cfg.to_dict()
-    for pair in filter(None, (p.strip() for p in (pairs or "").split(","))):
+    for pair in split_overrides(pairs):
         if "=" not in pair: raise ValueError(f"override {pair!r} is not key=value")
         key, value = pair.split("=", 1)
         *parents, last = key.strip().split(".")
@@ -661,7 +666,8 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
                  max_steps: int = None, max_epochs: int = None, max_minutes: float = None,
                  accum_grad: int = None, precision: str = None, # fp32, bf16 or fp16
                  num_workers: int = None, device: str = None, seed: int = None,
-                 set: str = None, # more overrides: "optim.base_lr=0.02,log_every=50"
+                 set: Param("more overrides, key=value, YAML values; repeat the flag: --set optim.base_lr=0.02 "
+                            "--set 'optim.betas=[0.9, 0.95]'", str, action="append") = None,
                  fresh: bool = False, # start a new run: move exp_dir's old run into exp_dir/previous-<date-time>/
                 ):
     "Pre-train an SSL model (one process, or one per GPU under torchrun); resumes from exp_dir's last checkpoint."

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import re
+import time
 from dataclasses import dataclass
 
 import torch
@@ -13,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import Config, num_params
+from .core import Config, num_params, padding_mask
 from .scaling import (BiasNorm, SwooshL, SwooshR, ScaledLinear, Balancer, Whiten, ScheduledFloat, FloatLike,
-                               BatchClock, ScheduledDropout, limit_param_value, penalize_abs_values_gt)
+                               BatchClock, ScheduledDropout, limit_param_value, penalize_abs_values_gt, set_batch_count)
 
 # %% auto #0
 __all__ = ['Points', 'WHITEN_PROB', 'WHITEN_RELAX_BATCHES', 'KEY_RANGE', 'FF_HIDDEN_RANGE', 'NLA_GATE_RANGE', 'NLA_OUT_RANGE',
@@ -26,7 +27,7 @@ __all__ = ['Points', 'WHITEN_PROB', 'WHITEN_RELAX_BATCHES', 'KEY_RANGE', 'FF_HID
            'whitening_limit', 'RelPositionAttentionWeights', 'SelfAttention', 'NonlinearAttention', 'FeedForward',
            'ConvolutionModule', 'Bypass', 'utterance_keep', 'ZipformerLayer', 'Downsample', 'upsample',
            'layerdrop_schedule', 'ZipformerStack', 'match_channels', 'combine_outputs', 'ZipformerEncoder',
-           'icefall_name_to_ours', 'our_name_to_icefall', 'zipformer_state_from_icefall']
+           'icefall_name_to_ours', 'our_name_to_icefall', 'zipformer_state_from_icefall', 'time_encoder_step']
 
 # %% ../nbs/06_zipformer.ipynb #d01a94db
 Points = tuple[tuple[float, float], ...]  # (batch_count, value) points of a ScheduledFloat
@@ -615,3 +616,18 @@ def zipformer_state_from_icefall(state_dict: dict[str, torch.Tensor], # an icefa
                              f"{tuple(want[source[k]].shape)}: the configuration does not match the checkpoint")
         out[source[k]] = v
     return out
+
+# %% ../nbs/06_zipformer.ipynb #b517168d
+def time_encoder_step(encoder: nn.Module, B: int = 4, T: int = 500, feat_dim: int = 512, repeats: int = 2) -> float:
+    "Seconds per forward + backward of `encoder` on random (B, T, feat_dim) features (best of `repeats`), clock past the warm-ups."
+    proj = nn.Linear(feat_dim, encoder.in_dim)
+    set_batch_count(encoder, 10_000); encoder.train()
+    feats, pad = torch.randn(B, T, feat_dim), padding_mask(torch.full((B,), T), T)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out, _ = encoder(proj(feats), pad)
+        out.pow(2).mean().backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
