@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #72642bd7
 from __future__ import annotations
-import dataclasses, functools, json, os, random, re, sys, types, typing
+import contextlib, dataclasses, functools, json, os, random, re, sys, types, typing
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from fastcore.script import anno_parser
 
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'FRAME_WINDOW', 'FRAME_HOP', 'FRAME_RATE', 'seed_everything', 'num_params', 'padding_mask',
-           'mask_to_lengths', 'num_frames', 'Config', 'console_script']
+           'mask_to_lengths', 'num_frames', 'Config', 'console_script', 'pick_device', 'autocast_for']
 
 # %% ../nbs/00_core.ipynb #de4b8ab8
 def seed_everything(seed: int) -> None:
@@ -140,3 +140,19 @@ def console_script(func):
         func(**parsed)  # a console entry point exits with sys.exit(return value): keep it 0 on success
         return None
     return run
+
+# %% ../nbs/00_core.ipynb #4d295c07
+def pick_device(name: str = "auto", # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+                local_rank: int = 0, # a plain "cuda" means this process's GPU under torchrun
+               ) -> torch.device:
+    "The torch device a setting names."
+    if name == "auto": name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+
+def autocast_for(device, # where the forward pass runs
+                 precision: str, # "fp32", "bf16" or "fp16"
+                ):
+    "A context for the forward pass: nothing for fp32, torch.autocast in bf16 or fp16 otherwise."
+    if precision == "fp32": return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+

@@ -13,7 +13,7 @@ import torch
 from lhotse import CutSet
 
 from .core import Config, console_script, seed_everything
-from .corpus import build_corpus
+from .corpus import SPLITS, build_corpus
 from .data import SSLDataset, corpus_cuts, cut_labels, make_dataloader, make_sampler
 from .kmeans import KMeansConfig, KMeansLabeler, dump_features, evaluate_labels, feature_fn_for, plot_units
 from .optim import OptimConfig
@@ -24,7 +24,7 @@ from .finetune import FinetuneConfig, finetune
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SPLITS', 'DemoConfig', 'toy_optim', 'prepare_corpus', 'baseline_units', 'pretrain_preset', 'masked_accuracy',
+__all__ = ['log', 'DemoConfig', 'toy_optim', 'prepare_corpus', 'baseline_units', 'pretrain_preset', 'masked_accuracy',
            'layer_units', 'best_layer_units', 'labelled_subset', 'finetune_model', 'transcript_examples',
            'plot_results', 'plot_unit_rows', 'report_markdown', 'verdicts', 'units_figure', 'run_demo', 'demo_cli']
 
@@ -69,8 +69,6 @@ def toy_optim(max_duration: float, # seconds of audio per optimizer step
 
 
 # %% ../nbs/14_demo.ipynb #2aa441c9
-SPLITS = ("train", "dev", "test")
-
 def _stage(name: str):
     log.info(f"demo: {name}"); print(f"== {time.strftime('%H:%M:%S')} {name}", flush=True)
 

@@ -216,18 +216,19 @@ def mfcc(waveforms: torch.Tensor, # (B, N) float, 16 kHz, padded
     return feats, frame_lens
 
 # %% ../nbs/03_features.ipynb #8f03935f
-def normalize_utterances(feats: torch.Tensor, # (B, T, D)
-                         lengths=None, # (B,) valid frames per row; None means all T
+def normalize_utterances(x: torch.Tensor, # (B, T) or (B, T, C...), time on dim 1
+                         lengths=None, # (B,) valid steps per row; None means all T
                          eps: float = 1e-5, # added to the variance
-                        ) -> torch.Tensor: # (B, T, D), zero past each row's length
-    "Per-utterance, per-dimension mean and variance normalisation over the valid frames only."
-    B, T, _ = feats.shape
-    lengths = torch.full((B,), T, device=feats.device) if lengths is None else torch.as_tensor(lengths, device=feats.device)
-    valid = ~padding_mask(lengths, T)[..., None]
-    count = lengths.clamp(min=1).to(feats.dtype)[:, None, None]
-    mean = (feats * valid).sum(1, keepdim=True) / count
-    var = ((feats - mean).pow(2) * valid).sum(1, keepdim=True) / count
-    return ((feats - mean) / (var + eps).sqrt()) * valid
+                        ) -> torch.Tensor: # same shape, zero past each row's length
+    "Zero mean and unit variance over the valid time steps of each utterance (per channel if there are channels)."
+    B, T = x.shape[:2]
+    lengths = torch.full((B,), T, device=x.device) if lengths is None else torch.as_tensor(lengths, device=x.device)
+    valid = (~padding_mask(lengths, T)).reshape(B, T, *[1] * (x.dim() - 2)).to(x.dtype)
+    n = lengths.clamp(min=1).reshape(-1, *[1] * (x.dim() - 1)).to(x.dtype)
+    mean = (x * valid).sum(1, keepdim=True) / n
+    var = ((x - mean) * valid).pow(2).sum(1, keepdim=True) / n
+    return (x - mean) * torch.rsqrt(var + eps) * valid
+
 
 # %% ../nbs/03_features.ipynb #ba5eb836
 class FeatureFn:

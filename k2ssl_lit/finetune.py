@@ -6,7 +6,6 @@
 from __future__ import annotations
 import copy, json, logging, math, time
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,7 +19,8 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 from lhotse.dataset import SimpleCutSampler
 
-from .core import FRAME_WINDOW, SAMPLE_RATE, Config, console_script, num_frames, seed_everything
+from .core import (FRAME_WINDOW, SAMPLE_RATE, Config, autocast_for, console_script, num_frames, pick_device,
+                            seed_everything)
 from .data import (InputError, checked_cuts, make_sampler, pad_collate, read_manifest, try_load_wave,
                             use_soundfile_backend)
 from .masking import MaskConfig, SpanMasker
@@ -333,9 +333,6 @@ def tri_stage_lr(done: float, # fraction of the budget used (`budget_fraction`)
 
 
 # %% ../nbs/12_finetune.ipynb #4e206626
-def _device(name: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
 TRAINED_CLOCK = 1e6  # reference batches: past the end of every Zipformer schedule
 
 def pretrained_clock(path) -> float:
@@ -395,7 +392,7 @@ def transcribe(model: CTCModel, vocab: CharVocab, cuts: CutSet,
     for cut_batch in SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, drop_last=False):
         batch = ds[cut_batch]
         if batch is None: out["skipped"] += ds.last_skipped; continue
-        with _autocast(device, precision):
+        with autocast_for(device, precision):
             logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
         out["ids"] += batch["cut_ids"]; out["refs"] += batch["texts"]; out["skipped"] += batch["skipped"]
         out["hyps"] += greedy_decode(logp, flens, vocab)
@@ -404,10 +401,6 @@ def transcribe(model: CTCModel, vocab: CharVocab, cuts: CutSet,
     model.train(was_training)
     return out
 
-def _autocast(device, precision: str):
-    device = torch.device(device)
-    if precision == "fp32": return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 # %% ../nbs/12_finetune.ipynb #2864f15d
 BLANK_PHASE = 0.9  # a model whose hypotheses are empty for at least this share of utterances is in the blank phase
@@ -425,7 +418,7 @@ def _validate(model, vocab, dev, cfg, device) -> dict:
 def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     "Fine-tune with CTC as `cfg` says; write checkpoints to cfg.exp_dir; return a summary with the histories."
     seed_everything(cfg.seed)
-    device, exp = _device(cfg.device), Path(cfg.exp_dir)
+    device, exp = pick_device(cfg.device), Path(cfg.exp_dir)
     train = load_cuts(cfg.train_cuts, "training")
     dev = load_cuts(cfg.dev_cuts, "dev") if cfg.dev_cuts else None
     texts = check_transcripts(train, None, f"training manifest {cfg.train_cuts}")  # one pass, before any model is built
@@ -466,7 +459,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
             for g in opt.param_groups:
                 done = budget_fraction(step, cfg.max_steps, time.time() - t0, cfg.max_minutes)
                 g["lr"] = cfg.lr * tri_stage_lr(done, cfg.warmup_frac, cfg.hold_frac, cfg.final_lr_scale)
-            with _autocast(device, cfg.precision):
+            with autocast_for(device, cfg.precision):
                 logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
             loss = ctc_loss(logp, flens, batch["targets"].to(device), batch["target_lens"].to(device))
             infeasible += ctc_infeasible(num_frames(batch["audio_lens"]), batch["targets"], batch["target_lens"])
@@ -517,7 +510,7 @@ def decode(checkpoint, # a fine-tuned checkpoint (best.pt / last.pt)
           ) -> dict: # cer, wer, counts, blank shares, skipped, unknown_chars, out_dir
     "Greedy-decode `cuts_path` with a CTC checkpoint; write the hypotheses per cut and the error rates."
     if not max_duration > 0: raise InputError(f"--max-duration must be positive seconds, got {max_duration:g}")
-    device = _device(device)
+    device = pick_device(device)
     cuts = load_cuts(cuts_path)
     model, vocab = load_ctc_model(checkpoint, device)
     texts = check_transcripts(cuts, vocab, f"manifest {cuts_path}")

@@ -14,23 +14,10 @@ import torch.nn.functional as F
 from .core import Config, num_frames, num_params, padding_mask
 
 # %% auto #0
-__all__ = ['normalize_utterances', 'masked_mean_square', 'scale_grad', 'Frontend', 'cnn_geometry', 'CNNConfig',
-           'masked_group_norm', 'conv1d_matmul', 'WaveformCNN', 'FbankFrontendConfig', 'FbankFrontend',
-           'ConvPositionalEmbedding', 'SelfAttention', 'TransformerLayer', 'HubertEncoderConfig', 'HubertEncoder',
-           'hubert_base', 'hubert_large', 'cnn_large', 'hubert_tiny', 'cnn_tiny', 'fbank_tiny',
-           'hubert_state_from_torchaudio']
-
-# %% ../nbs/07_hubert.ipynb #e31662b9
-def normalize_utterances(x: torch.Tensor, # (B, T) or (B, T, C), time on dim 1
-                         lengths: torch.Tensor, # (B,) valid steps of each utterance
-                         eps: float = 1e-5,
-                        ) -> torch.Tensor: # same shape, zero on padding
-    "Zero mean and unit variance over the valid time steps of each utterance (per channel if there are channels)."
-    valid = (~padding_mask(lengths, x.shape[1])).reshape(*x.shape[:2], *[1] * (x.dim() - 2)).to(x.dtype)
-    n = lengths.clamp(min=1).reshape(-1, *[1] * (x.dim() - 1)).to(x.dtype)
-    mean = (x * valid).sum(1, keepdim=True) / n
-    var = ((x - mean) * valid).pow(2).sum(1, keepdim=True) / n
-    return (x - mean) * torch.rsqrt(var + eps) * valid
+__all__ = ['masked_mean_square', 'scale_grad', 'Frontend', 'cnn_geometry', 'CNNConfig', 'masked_group_norm', 'conv1d_matmul',
+           'WaveformCNN', 'FbankFrontendConfig', 'FbankFrontend', 'ConvPositionalEmbedding', 'MultiHeadSelfAttention',
+           'TransformerLayer', 'HubertEncoderConfig', 'HubertEncoder', 'hubert_base', 'hubert_large', 'cnn_large',
+           'hubert_tiny', 'cnn_tiny', 'fbank_tiny', 'hubert_state_from_torchaudio']
 
 # %% ../nbs/07_hubert.ipynb #40da1036
 def masked_mean_square(x: torch.Tensor, # (B, T, C)
@@ -299,7 +286,7 @@ class ConvPositionalEmbedding(nn.Module):
         return F.gelu(h).transpose(1, 2)
 
 # %% ../nbs/07_hubert.ipynb #6a22afa4
-class SelfAttention(nn.Module):
+class MultiHeadSelfAttention(nn.Module):
     "Multi-head self-attention through `F.scaled_dot_product_attention`, ignoring padded keys. (B, T, D) -> (B, T, D)."
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0): # dropout on the attention weights
         super().__init__()
@@ -325,7 +312,7 @@ class TransformerLayer(nn.Module):
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, attention_dropout: float = 0.1,
                  activation_dropout: float = 0.0, layer_norm_first: bool = False):
         super().__init__()
-        self.attention, self.attention_norm = SelfAttention(dim, num_heads, attention_dropout), nn.LayerNorm(dim)
+        self.attention, self.attention_norm = MultiHeadSelfAttention(dim, num_heads, attention_dropout), nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(activation_dropout),
                                  nn.Linear(ffn_dim, dim))
         self.ffn_norm, self.dropout, self.layer_norm_first = nn.LayerNorm(dim), nn.Dropout(dropout), layer_norm_first

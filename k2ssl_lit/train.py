@@ -16,7 +16,7 @@ from lhotse import CutSet
 from fastcore.script import Param
 from lhotse.dataset import DynamicCutSampler
 
-from .core import Config, SAMPLE_RATE, console_script, seed_everything
+from .core import Config, SAMPLE_RATE, autocast_for, console_script, pick_device, seed_everything
 from .data import (InputError, SSLDataset, filter_duration, make_dataloader, make_sampler, read_manifest,
                             try_load_wave, validate_labels)
 from .optim import OptimConfig, build_optimizer, reference_batches
@@ -107,17 +107,12 @@ class DistInfo:
     @property
     def distributed(self) -> bool: return dist.is_available() and dist.is_initialized()
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda": return torch.device("cuda", local_rank)
-    return torch.device(device)
-
 def init_distributed(device: str = "auto") -> DistInfo:
     "Join the process group that torchrun describes (nccl on GPU, gloo on CPU); a single process without it."
     env = os.environ
-    if "RANK" not in env or "WORLD_SIZE" not in env: return DistInfo(device=_pick_device(device, 0))
+    if "RANK" not in env or "WORLD_SIZE" not in env: return DistInfo(device=pick_device(device, 0))
     rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    dev = _pick_device(device, local)
+    dev = pick_device(device, local)
     if dev.type == "cuda": torch.cuda.set_device(dev)
     if not dist.is_initialized(): _init_group("nccl" if dev.type == "cuda" else "gloo", rank, world)
     return DistInfo(rank, world, local, dev)
@@ -285,10 +280,6 @@ def previous_run(cfg: TrainConfig, info: DistInfo) -> tuple[Path | None, dict | 
     return got[0], got[1], None
 
 # %% ../nbs/11_train.ipynb #474e38a6
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32": return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
 def _grads_finite(model: torch.nn.Module) -> bool:
     sums = [p.grad.detach().float().sum() for p in model.parameters() if p.grad is not None]
     return bool(torch.isfinite(torch.stack(sums).sum())) if sums else True
@@ -314,7 +305,7 @@ def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, clock: flo
     sync = contextlib.nullcontext() if last or not info.distributed else ddp.no_sync()
     dev = info.device
     with sync:
-        with _autocast(dev, cfg.precision):
+        with autocast_for(dev, cfg.precision):
             out = ddp(batch["audio"].to(dev), batch["audio_lens"].to(dev), batch["labels"].to(dev))
         loss = out.loss.float()
         scaler.scale(loss / cfg.accum_grad).backward()
@@ -359,7 +350,7 @@ def validate(model, cuts, cfg: TrainConfig, info: DistInfo) -> dict:
     tot = torch.zeros(4, dtype=torch.float64)
     for batch in make_dataloader(ds, sampler, 0, generator=torch.Generator().manual_seed(cfg.seed)):
         if batch is None: continue
-        with _autocast(info.device, cfg.precision):
+        with autocast_for(info.device, cfg.precision):
             out = model(batch["audio"].to(info.device), batch["audio_lens"].to(info.device),
                         batch["labels"].to(info.device), generator=gen)
         n = len(batch["cut_ids"])
