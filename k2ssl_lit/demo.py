@@ -18,6 +18,7 @@ from .data import SSLDataset, corpus_cuts, cut_labels, make_dataloader, make_sam
 from .kmeans import KMeansConfig, KMeansLabeler, dump_features, evaluate_labels, feature_fn_for, plot_units
 from .optim import OptimConfig
 from .presets import build_model, layer_feature_fn, load_pretrained, model_preset, save_pretrained
+from .ssl import masked_prediction_rates, masked_prediction_sums
 from .train import TrainConfig, train
 from .finetune import FinetuneConfig, finetune
 
@@ -106,14 +107,9 @@ def pretrain_preset(preset: str, cfg: DemoConfig, labels_dir: Path) -> dict:
 
 def masked_accuracy(model, cuts: CutSet, max_duration: float, seed: int = 0) -> dict:
     "Accuracy on masked and unmasked frames of labelled `cuts`, whole utterances, masks drawn from a fixed seed."
-    model.eval(); gen, c = torch.Generator().manual_seed(seed), np.zeros(4)
-    sampler = make_sampler(cuts, max_duration, shuffle=False, drop_last=False)
-    with torch.no_grad():
-        for batch in make_dataloader(SSLDataset("pad", max_samples=None), sampler):
-            if batch is None: continue
-            out = model(batch["audio"], batch["audio_lens"], batch["labels"], generator=gen)
-            c += (out.masked_correct, out.masked_count, out.unmasked_correct, out.unmasked_count)
-    return dict(dev_masked_acc=c[0] / max(c[1], 1), dev_unmasked_acc=c[2] / max(c[3], 1))
+    batches = make_dataloader(SSLDataset("pad", max_samples=None), make_sampler(cuts, max_duration, shuffle=False, drop_last=False))
+    r = masked_prediction_rates(masked_prediction_sums(model, batches, torch.Generator().manual_seed(seed)))
+    return dict(dev_masked_acc=r["masked_acc"], dev_unmasked_acc=r["unmasked_acc"])
 
 # %% ../nbs/14_demo.ipynb #4e685631
 def layer_units(model, layer: int, cuts: dict[str, CutSet], cfg: DemoConfig, splits=("dev",),

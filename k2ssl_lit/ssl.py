@@ -10,11 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import Config, padding_mask
+from .core import Config, autocast_for, padding_mask
 from .masking import MaskConfig, SpanMasker
 
 # %% auto #0
-__all__ = ['LinearHead', 'CosineHead', 'make_head', 'SSLConfig', 'SSLOutput', 'masked_prediction_loss', 'SSLModel']
+__all__ = ['LinearHead', 'CosineHead', 'make_head', 'SSLConfig', 'SSLOutput', 'masked_prediction_loss', 'SSLModel',
+           'masked_prediction_sums', 'masked_prediction_rates']
 
 # %% ../nbs/08_ssl.ipynb #9047e895
 class LinearHead(nn.Module):
@@ -157,3 +158,34 @@ class SSLModel(nn.Module):
         finally:
             self.train(was_training)
         return h, (~pad).sum(1)
+
+# %% ../nbs/08_ssl.ipynb #11733f9b
+@torch.no_grad()
+def masked_prediction_sums(model: nn.Module, # an SSLModel (or a wrapper with the same forward)
+                           batches, # iterable of dicts with audio, audio_lens, labels; None entries are skipped
+                           generator: torch.Generator | None = None, # for the masks
+                           device=None, # where the model runs (None: where its parameters are)
+                           precision: str = "fp32", # "fp32", "bf16" or "fp16"
+                          ) -> torch.Tensor: # float64 (6,): loss × utterances, utterances, masked and unmasked correct and count
+    "Sums over labelled batches of the loss and of the correct predictions on masked and unmasked frames, in eval mode."
+    device = device if device is not None else next(model.parameters()).device
+    was_training, sums = model.training, torch.zeros(6, dtype=torch.float64)
+    model.eval()
+    try:
+        for batch in batches:
+            if batch is None: continue
+            with autocast_for(device, precision):
+                out = model(batch["audio"].to(device), batch["audio_lens"].to(device), batch["labels"].to(device),
+                            generator=generator)
+            n = len(batch["audio_lens"])
+            sums += torch.tensor([float(out.loss) * n, n, out.masked_correct, out.masked_count, out.unmasked_correct,
+                                  out.unmasked_count], dtype=torch.float64)
+    finally:
+        model.train(was_training)
+    return sums
+
+def masked_prediction_rates(sums: torch.Tensor) -> dict:
+    "Mean loss per utterance and the accuracies on masked and unmasked frames, from `masked_prediction_sums`."
+    s = sums.tolist()
+    return dict(loss=s[0] / max(s[1], 1), masked_acc=s[2] / max(s[3], 1), unmasked_acc=s[4] / max(s[5], 1))
+

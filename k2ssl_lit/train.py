@@ -22,6 +22,7 @@ from .data import (InputError, SSLDataset, filter_duration, make_dataloader, mak
 from .optim import OptimConfig, build_optimizer, reference_batches
 from .presets import ModelConfig, atomic_save, build_model, load_checkpoint, model_preset
 from .scaling import load_whiten_state, set_batch_count, whiten_state
+from .ssl import masked_prediction_rates, masked_prediction_sums
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'CLOCKS', 'SKIP_CHECK_AFTER', 'TrainConfig', 'model_clock', 'DistInfo', 'init_distributed',
@@ -342,22 +343,13 @@ def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, stat
 @torch.no_grad()
 def validate(model, cuts, cfg: TrainConfig, info: DistInfo) -> dict:
     "Loss and masked accuracy of `model` on `cuts` (every rank its share)."
-    model.eval()
-    gen = torch.Generator().manual_seed(cfg.seed)
     ds = SSLDataset("crop", cfg.label_key, cfg.max_samples, generator=torch.Generator().manual_seed(cfg.seed))
     sampler = DynamicCutSampler(cuts, max_duration=cfg.max_duration, shuffle=False, drop_last=False,
                                 world_size=info.world_size, rank=info.rank)  # no buckets: order does not matter here
-    tot = torch.zeros(4, dtype=torch.float64)
-    for batch in make_dataloader(ds, sampler, 0, generator=torch.Generator().manual_seed(cfg.seed)):
-        if batch is None: continue
-        with autocast_for(info.device, cfg.precision):
-            out = model(batch["audio"].to(info.device), batch["audio_lens"].to(info.device),
-                        batch["labels"].to(info.device), generator=gen)
-        n = len(batch["cut_ids"])
-        tot += torch.tensor([float(out.loss) * n, n, out.masked_correct, out.masked_count], dtype=torch.float64)
-    tot = _all_sum(tot.to(info.device), info).cpu()
-    model.train()
-    return dict(valid_loss=float(tot[0] / tot[1].clamp(min=1)), valid_masked_acc=float(tot[2] / tot[3].clamp(min=1)))
+    batches = make_dataloader(ds, sampler, 0, generator=torch.Generator().manual_seed(cfg.seed))
+    sums = masked_prediction_sums(model, batches, torch.Generator().manual_seed(cfg.seed), info.device, cfg.precision)
+    r = masked_prediction_rates(_all_sum(sums.to(info.device), info).cpu())
+    return dict(valid_loss=r["loss"], valid_masked_acc=r["masked_acc"])
 
 # %% ../nbs/11_train.ipynb #042f891c
 class RunLog:
