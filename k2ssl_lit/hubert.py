@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import Config, num_frames, num_params, padding_mask
+from .features import normalize_utterances
 
 # %% auto #0
 __all__ = ['masked_mean_square', 'scale_grad', 'Frontend', 'cnn_geometry', 'CNNConfig', 'masked_group_norm', 'conv1d_matmul',
