@@ -123,7 +123,9 @@ def plot_span_mask(spec: torch.Tensor, # (T, F) spectrogram-like features of one
     return ax
 
 def mask_explorer(spec: torch.Tensor, # (T, F) spectrogram-like features of one utterance
-                  seed: int = 0):
+                  seed: int = 0,
+                  interactive: bool = True, # False: the static grid even where ipywidgets is available
+                 ):
     "Interactive span-mask explorer (sliders for p and L); a static grid of settings without ipywidgets."
     import matplotlib.pyplot as plt
     T = spec.shape[0]
@@ -134,6 +136,7 @@ def mask_explorer(spec: torch.Tensor, # (T, F) spectrogram-like features of one 
                        f"(expected {expected_mask_fraction(mask_prob, mask_length):.0%})", ax=ax)
         if ax is None: plt.show()
     try:
+        if not interactive: raise ImportError("static grid asked for")
         import ipywidgets as w
         return w.interact(draw, mask_prob=w.FloatSlider(value=0.8, min=0.0, max=1.0, step=0.05),
                           mask_length=w.IntSlider(value=10, min=1, max=30))
