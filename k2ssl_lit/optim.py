@@ -16,7 +16,7 @@ from .core import Config
 # %% auto #0
 __all__ = ['IRREGULAR_STEPS', 'OptimConfig', 'lr_scale_groups', 'threshold_update', 'norm_median', 'init_state', 'scalar_step',
            'scale_step', 'tensor_step', 'ScaledAdam', 'eden_factor', 'eden_lr', 'reference_batches', 'Eden',
-           'plot_clocks', 'plot_eden', 'build_optimizer']
+           'plot_clocks', 'plot_eden', 'plot_schedule_settings', 'schedule_explorer', 'build_optimizer']
 
 # %% ../nbs/10_optim.ipynb #443dcca2
 @dataclass
@@ -353,6 +353,50 @@ def plot_eden(batches_per_epoch: float = 2000.0, # optimizer steps in one epoch
     b.set(xlabel="completed epochs", ylabel="learning rate", title="lr after each epoch")
     b.legend(); fig.tight_layout()
     return fig
+
+# %% ../nbs/10_optim.ipynb #628cd86a
+def plot_schedule_settings(steps: int = 2000, # optimizer steps shown
+                           base_lr: float = 0.045, warmup_batches: float = 5000.0, lr_batches: float = 7500.0,
+                           lr_epochs: float = 10.5, clock_speed: float = 87.5 * 4 * 8 / 600, # model-clock batches per step
+                           axes=None, title: str = ""):
+    "Eden's lr and the Zipformer's bypass limit and dropout (zipformer_base schedules) against the optimizer step."
+    import matplotlib.pyplot as plt
+    from k2ssl_lit.scaling import ScheduledFloat
+    from k2ssl_lit.zipformer import zipformer_base  # an earlier notebook's schedules, read only when plotting
+    if axes is None: _, axes = plt.subplots(1, 2, figsize=(11, 3.0))
+    s = torch.arange(0, steps + 1, max(1, steps // 400)).tolist()
+    axes[0].plot(s, [eden_lr(x, 0, base_lr, lr_batches=lr_batches, lr_epochs=lr_epochs, warmup_batches=warmup_batches)
+                     for x in s])
+    axes[0].set(xlabel="optimizer step", ylabel="learning rate", title=title or "Eden")
+    z = zipformer_base()
+    for name, points in (("bypass lower limit", z.bypass_min), ("FFN dropout", z.dropout)):
+        f = ScheduledFloat(*points)
+        axes[1].plot(s, [f.value_at(x * clock_speed) for x in s], label=name)
+    axes[1].set(xlabel="optimizer step", ylabel="value", ylim=(0, 1),
+                title=f"model clock: {clock_speed:g} reference batches per step"); axes[1].legend(fontsize=8)
+    return axes
+
+def schedule_explorer(steps: int = 2000,
+                      interactive: bool = True, # False: the static comparison even where ipywidgets is available
+                     ):
+    "Sliders for Eden's settings and the model-clock speed; a static recipe-versus-toy comparison without ipywidgets."
+    import matplotlib.pyplot as plt
+    def draw(base_lr=0.09, warmup_batches=10, lr_batches=200, clock_speed=20.0):
+        plot_schedule_settings(steps, base_lr, warmup_batches, lr_batches, 100.0, clock_speed); plt.show()
+    try:
+        if not interactive: raise ImportError("static comparison asked for")
+        import ipywidgets as w
+        return w.interact(draw, base_lr=w.FloatLogSlider(value=0.09, base=10, min=-3, max=0),
+                          warmup_batches=w.IntSlider(value=10, min=0, max=5000, step=10),
+                          lr_batches=w.IntSlider(value=200, min=50, max=10000, step=50),
+                          clock_speed=w.FloatLogSlider(value=20.0, base=10, min=-1, max=2))
+    except Exception:  # no ipywidgets or no front end
+        fig, axes = plt.subplots(2, 2, figsize=(11, 6.0))
+        plot_schedule_settings(steps, axes=axes[0], title="recipe (8 GPUs × 4 × 87.5 s per step)")
+        plot_schedule_settings(steps, 0.09, 10, 200, 100.0, 20.0, axes=axes[1], title="demo's toy settings")
+        fig.tight_layout()
+        return fig
+
 
 # %% ../nbs/10_optim.ipynb #15916b3e
 def build_optimizer(model: nn.Module, cfg: OptimConfig | None = None) -> tuple[ScaledAdam, Eden]:
