@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'KMeansConfig', 'feature_fn_for', 'load_layer_features', 'config_feature_fn', 'iter_features', 'plan_sample',
            'dump_features', 'fit_kmeans', 'nearest_centroid', 'KMeansLabeler', 'phone_items', 'frame_phones',
            'phone_vocab', 'UnitQuality', 'cooccurrence', 'unit_quality', 'evaluate_labels', 'plot_cooccurrence',
-           'plot_units', 'kmeans_cli']
+           'plot_units', 'units_explorer', 'kmeans_cli']
 
 # %% ../nbs/09_kmeans.ipynb #ce4a0b6f
 @dataclass
@@ -470,6 +470,33 @@ def plot_units(cut: Cut, # a cut with a phone alignment
         if e - s >= 3 and s * 0.02 < dur: ax.text(0.0125 + 0.01 * (s + e - 1), -8, str(units[s]), ha="center", va="center", fontsize=6)
     ax.set(xlim=(0, dur), ylim=(-14, 90), xlabel="time (s)", yticks=[], title=f"{cut.id}: phones (top) and units (bottom)")
     return ax
+
+# %% ../nbs/09_kmeans.ipynb #5aec6a48
+def units_explorer(cuts, # labelled cuts with phone alignments
+                   key: str = "kmeans", # where the units are stored
+                   seconds: float = 3.0, # how much of each utterance to show
+                   static_count: int = 2, # cuts drawn without widgets
+                   interactive: bool = True, # False: the static figure even where ipywidgets is available
+                  ):
+    "Browse the units of labelled cuts against their phones and spectrogram."
+    import matplotlib.pyplot as plt
+    cuts = list(cuts)
+    if not cuts: raise ValueError("units_explorer: no cuts to show")
+    def draw(cut_id=cuts[0].id, ax=None):
+        cut = next(c for c in cuts if c.id == cut_id)
+        plot_units(cut, cut_labels(cut, key).numpy(), seconds=min(seconds, cut.duration), ax=ax)
+        if ax is None: plt.show()
+    try:
+        if not interactive: raise ImportError("static figure asked for")
+        import ipywidgets as w
+        return w.interact(draw, cut_id=w.Dropdown(options=[c.id for c in cuts], value=cuts[0].id))
+    except Exception:  # no ipywidgets or no front end
+        shown = cuts[:static_count]
+        fig, axes = plt.subplots(len(shown), 1, figsize=(12, 3.2 * len(shown)), squeeze=False)
+        for ax, c in zip(axes[:, 0], shown): draw(c.id, ax=ax)
+        fig.tight_layout()
+        return fig
+
 
 # %% ../nbs/09_kmeans.ipynb #6f15e2f2
 def _manifest_size(path: Path) -> int:

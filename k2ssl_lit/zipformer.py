@@ -27,7 +27,8 @@ __all__ = ['Points', 'WHITEN_PROB', 'WHITEN_RELAX_BATCHES', 'KEY_RANGE', 'FF_HID
            'whitening_limit', 'RelPositionAttentionWeights', 'SelfAttention', 'NonlinearAttention', 'FeedForward',
            'ConvolutionModule', 'Bypass', 'utterance_keep', 'ZipformerLayer', 'Downsample', 'upsample',
            'layerdrop_schedule', 'ZipformerStack', 'match_channels', 'combine_outputs', 'ZipformerEncoder',
-           'icefall_name_to_ours', 'our_name_to_icefall', 'zipformer_state_from_icefall', 'time_encoder_step']
+           'attention_weights', 'plot_attention', 'attention_explorer', 'icefall_name_to_ours', 'our_name_to_icefall',
+           'zipformer_state_from_icefall', 'time_encoder_step']
 
 # %% ../nbs/06_zipformer.ipynb #d01a94db
 Points = tuple[tuple[float, float], ...]  # (batch_count, value) points of a ScheduledFloat
@@ -531,6 +532,59 @@ def forward(self: ZipformerEncoder, x: torch.Tensor, # (B, T, in_dim) at 50 Hz
         outputs.append(x); layers += outs
     out = combine_outputs(outputs) if last == self.num_layers else None
     return out, (layers if output_layers else None)
+
+# %% ../nbs/06_zipformer.ipynb #035583ef
+@torch.no_grad()
+def attention_weights(encoder: ZipformerEncoder, x: torch.Tensor, # (B, T, in_dim) at 50 Hz
+                      padding_mask: torch.Tensor | None = None,
+                     ) -> dict[tuple[int, int], torch.Tensor]: # (stack, layer) -> (B, H, T_s, T_s)
+    "The self-attention weights of every layer from one eval-mode forward pass (the caller's mode is restored)."
+    out, hooks = {}, []
+    for s, stack in enumerate(encoder.stacks):
+        for l, layer in enumerate(stack.layers):
+            hooks.append(layer.attn_weights.register_forward_hook(lambda m, a, w, key=(s, l): out.__setitem__(key, w)))
+    was_training = encoder.training
+    encoder.eval()
+    try: encoder(x, padding_mask)
+    finally:
+        encoder.train(was_training)
+        for h in hooks: h.remove()
+    return out
+
+def plot_attention(weights: torch.Tensor, # (T, T) one head's weights, rows sum to 1
+                   title: str = "", ax=None):
+    "One head's attention map: queries down, keys across."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(weights.float().cpu(), cmap="viridis", interpolation="nearest")
+    ax.set(xlabel="key frame", ylabel="query frame", title=title)
+    return ax
+
+def attention_explorer(encoder: ZipformerEncoder, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                       utterance: int = 0, # which row of the batch
+                       interactive: bool = True, # False: the static figure even where ipywidgets is available
+                      ):
+    "Browse one utterance's attention maps by layer and head; a static figure of every layer's first head otherwise."
+    import matplotlib.pyplot as plt
+    maps = attention_weights(encoder, x, padding_mask)
+    keys = list(maps)
+    def draw(layer=0, head=0, ax=None):
+        s, l = keys[layer]
+        w = maps[(s, l)][utterance]
+        plot_attention(w[min(head, len(w) - 1)], f"stack {s} ({50 / encoder.stacks[s].factor:g} Hz), layer {l}, head "
+                       f"{min(head, len(w) - 1)}", ax=ax)
+        if ax is None: plt.show()
+    try:
+        if not interactive: raise ImportError("static figure asked for")
+        import ipywidgets as w
+        return w.interact(draw, layer=w.IntSlider(value=0, min=0, max=len(keys) - 1),
+                          head=w.IntSlider(value=0, min=0, max=max(m.shape[1] for m in maps.values()) - 1))
+    except Exception:  # no ipywidgets or no front end
+        fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.0), squeeze=False)
+        for i, ax in enumerate(axes[0]): draw(i, 0, ax=ax); ax.title.set_fontsize(7)
+        fig.tight_layout()
+        return fig
+
 
 # %% ../nbs/06_zipformer.ipynb #cea1453f
 _ICEFALL_LAYER_PARTS = dict([  # icefall -> our names of the modules inside a layer
