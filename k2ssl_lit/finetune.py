@@ -415,6 +415,29 @@ def _validate(model, vocab, dev, cfg, device) -> dict:
     return (error_rates(tr["refs"], tr["hyps"]) | output_stats(tr)
             | {"example": (tr["refs"][:1] + [""])[0] + " -> " + (tr["hyps"][:1] + [""])[0]})
 
+def _ctc_loader(train: CutSet, ds: CTCDataset, cfg: FinetuneConfig):
+    "Bucketing sampler (about ten batches per bucket) and loader over the training cuts."
+    buckets = int(min(30, max(2, sum(c.duration for c in train) / (10 * cfg.max_duration))))
+    sampler = make_sampler(train, max_duration=cfg.max_duration, shuffle=True, drop_last=False, seed=cfg.seed,
+                           num_buckets=buckets)
+    return sampler, torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None, num_workers=cfg.num_workers)
+
+def _ctc_update(model, opt, scaler, batch: dict, cfg: FinetuneConfig, device) -> tuple[torch.Tensor, int]:
+    "One update on a batch: forward, CTC loss, backward, clipping (AdamW), step; the loss and the infeasible count."
+    with autocast_for(device, cfg.precision):
+        logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
+    loss = ctc_loss(logp, flens, batch["targets"].to(device), batch["target_lens"].to(device))
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.optimizer == "adamw":
+        scaler.unscale_(opt); nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    scaler.step(opt); scaler.update()
+    return loss.detach(), ctc_infeasible(num_frames(batch["audio_lens"]), batch["targets"], batch["target_lens"])
+
+def _dev_entry(step: int, res: dict) -> dict:
+    return dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"], empty_share=res["empty_share"])
+
+# %% ../nbs/12_finetune.ipynb #096c8709
 def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     "Fine-tune with CTC as `cfg` says; write checkpoints to cfg.exp_dir; return a summary with the histories."
     seed_everything(cfg.seed)
@@ -433,10 +456,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     opt = _optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     ds = CTCDataset(vocab)
-    buckets = int(min(30, max(2, sum(c.duration for c in train) / (10 * cfg.max_duration))))  # ~10 batches each
-    sampler = make_sampler(train, max_duration=cfg.max_duration, shuffle=True, drop_last=False, seed=cfg.seed,
-                           num_buckets=buckets)
-    loader = torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None, num_workers=cfg.num_workers)
+    sampler, loader = _ctc_loader(train, ds, cfg)
     history, dev_history, infeasible, best = [], [], 0, math.inf
     loss_sum, n_sum, step, epoch, clock, t0 = torch.zeros((), device=device), 0, 0, 0, clock0, time.time()
     out_of_time = lambda: cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
@@ -456,19 +476,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
             got += 1
             if step in (0, freeze_steps): model.freeze(encoder=step < freeze_steps, frontend=pretrained and cfg.freeze_frontend)
             set_batch_count(model, clock); clock += float(batch["audio_lens"].sum()) / SAMPLE_RATE / 600.0
-            for g in opt.param_groups:
-                done = budget_fraction(step, cfg.max_steps, time.time() - t0, cfg.max_minutes)
-                g["lr"] = cfg.lr * tri_stage_lr(done, cfg.warmup_frac, cfg.hold_frac, cfg.final_lr_scale)
-            with autocast_for(device, cfg.precision):
-                logp, flens = model(batch["audio"].to(device), batch["audio_lens"].to(device))
-            loss = ctc_loss(logp, flens, batch["targets"].to(device), batch["target_lens"].to(device))
-            infeasible += ctc_infeasible(num_frames(batch["audio_lens"]), batch["targets"], batch["target_lens"])
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.optimizer == "adamw":
-                scaler.unscale_(opt); nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            scaler.step(opt); scaler.update()
-            step += 1; loss_sum += loss.detach(); n_sum += 1
+            done = budget_fraction(step, cfg.max_steps, time.time() - t0, cfg.max_minutes)
+            for g in opt.param_groups: g["lr"] = cfg.lr * tri_stage_lr(done, cfg.warmup_frac, cfg.hold_frac, cfg.final_lr_scale)
+            loss, bad = _ctc_update(model, opt, scaler, batch, cfg, device)
+            step += 1; loss_sum += loss; n_sum += 1; infeasible += bad
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 history.append(dict(step=step, loss=loss_sum.item() / n_sum, lr=opt.param_groups[0]["lr"],
                                     seconds=time.time() - t0))
@@ -476,8 +487,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
                 if progress: print(f"step {step} loss {history[-1]['loss']:.3f} ({history[-1]['seconds']:.0f} s)")
             if step % cfg.valid_every == 0 and step < cfg.max_steps:
                 res = _validate(model, vocab, dev, cfg, device) if dev is not None else None
-                if res: dev_history.append(dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"],
-                                                empty_share=res["empty_share"]))
+                if res: dev_history.append(_dev_entry(step, res))
                 if progress and res: print(f"step {step} dev CER {res['cer']:.3f} WER {res['wer']:.3f}  {res['example']}")
                 checkpoint(res)
             if step >= cfg.max_steps or out_of_time(): break
@@ -486,8 +496,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
         epoch += 1
     seconds = time.time() - t0
     res = _validate(model, vocab, dev, cfg, device) if dev is not None else None
-    if res: dev_history.append(dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"],
-                                                empty_share=res["empty_share"]))
+    if res: dev_history.append(_dev_entry(step, res))
     last = checkpoint(res)
     if infeasible: _log.warning(f"{infeasible} training utterance(s) had more characters than CTC could fit (loss zeroed)")
     summary = dict(steps=step, epochs=epoch, seconds=seconds, seconds_per_step=seconds / max(step, 1),
