@@ -84,7 +84,7 @@ def summarize(runs: dict[int, dict], minutes: float, presets, rev: str) -> tuple
                         values=vals)
     mean = {n: s["mean"] for n, s in stats.items()}
     checks = aims(mean, minutes)
-    lines = [f"# Learning at toy size: `k2ssl-demo --minutes {minutes:g}`" + (" --compare_hubert" if len(presets) > 1 else ""),
+    lines = [f"# Learning at toy size: `k2ssl-demo --minutes {minutes:g}`" + (" --compare-hubert" if len(presets) > 1 else ""),
              "", f"{time.strftime('%Y-%m-%d')}; commit {rev}; {machine()}; seeds {list(runs)} "
              f"(each seed its own corpus and initialisation); mean ± sd over seeds, then the value of each seed.", "",
              "| figure | mean ± sd | per seed |", "|---|---|---|"]

@@ -322,7 +322,7 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
 # %% ../nbs/14_demo.ipynb #01d2fd1c
 @console_script
 def demo_cli(out: str = "exp/demo", # output folder: corpus, models, results.md
-             minutes: float = 15.0, # total time budget in minutes (default: about 15 minutes on 2 CPU cores)
+             minutes: float = 15.0, # total time budget in minutes (the fixed stages take about one more minute on 2 CPU cores)
              hours: float = 0.5, # hours of synthesised speech
              seed: int = 0,
              k: int = 100, # k-means clusters
