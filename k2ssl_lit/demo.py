@@ -269,7 +269,7 @@ def _machine() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     return f"{platform.machine()}, {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
-def units_figure(results: dict, cuts: dict[str, CutSet], cfg: DemoConfig) -> Path:
+def units_figure(results: dict, cfg: DemoConfig) -> Path:
     "The first test utterance's MFCC units and each model's iteration-2 units over its spectrogram and phones."
     out = Path(cfg.out)
     cut = next(iter(CutSet.from_file(out / "kmeans_mfcc" / "test_cuts.jsonl.gz")))
@@ -311,7 +311,7 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
         _stage(f"CTC fine-tune: {name} for {cfg.finetune_minutes:.1f} min")
         results["finetune"][name] = finetune_model(name, cfg, data, ckpt, cfg.presets[0])
     results["examples"] = transcript_examples(results["finetune"], cfg.examples)
-    results["units_plot"] = str(units_figure(results, cuts, cfg))
+    results["units_plot"] = str(units_figure(results, cfg))
     results["seconds"]["total"] = time.time() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     plot_results(results, out)
