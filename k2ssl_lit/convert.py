@@ -63,6 +63,7 @@ def _file_kind(path: Path) -> str:
     if head.startswith(b"\x93NUMPY"): return "npy"
     return "pickle"
 
+# %% ../nbs/13a_convert.ipynb #d1e1b7d8
 def read_file(path, # a torch, NumPy (.npy) or joblib / pickle file
               trust_pickle: bool = False, # allow objects beyond tensors, plain values and SAFE_GLOBALS
              ):
@@ -137,6 +138,7 @@ def _naming(sd: dict) -> str | None:
     if any(re.match(r"encoder\.layers\.\d+\.self_attn\.", k) for k in keys): return "fairseq"
     return None
 
+# %% ../nbs/13a_convert.ipynb #768ec2c4
 def detect_source(obj) -> str:
     "The source format (one of SOURCES) of a loaded object, a folder path, or a model object."
     if isinstance(obj, (str, Path)):
@@ -192,6 +194,7 @@ def fairseq_to_torchaudio(sd: dict) -> dict:
     if unknown: raise ValueError(f"fairseq tensors with no HuBERT counterpart: {unknown[:6]}")
     return out
 
+# %% ../nbs/13a_convert.ipynb #1715294c
 def huggingface_to_torchaudio(sd: dict) -> dict:
     "Rename a Hugging Face HubertModel / Wav2Vec2Model state dict (or a ...ForCTC's encoder) onto torchaudio's names."
     out = {}
@@ -216,6 +219,7 @@ def _need(sd: dict, keys, what: str):
         raise ValueError(f"the {what} lacks {len(missing)} tensor(s), e.g. {missing[:4]}: the file is truncated or "
                          f"not a {what}")
 
+# %% ../nbs/13a_convert.ipynb #fdbcfdc3
 def torchaudio_arch(sd: dict, # torchaudio-named weights, without the 'wav2vec2.' prefix
                     num_heads: int | None = None, # what no tensor says: attention heads,
                     layer_norm_first: bool | None = None, # pre-LN layers,
@@ -251,6 +255,7 @@ def _setting(settings: dict, name: str, default):
     v = settings.get(name)
     return default if v is None else v
 
+# %% ../nbs/13a_convert.ipynb #bbd77898
 def objective_from(settings: dict, head: str, num_classes: int, final_dim: int) -> SSLConfig:
     "The masked-prediction objective from fairseq-named settings; fairseq's HuBERT Base values where they are missing."
     s = lambda name, default: _setting(settings, name, default)
@@ -261,6 +266,7 @@ def objective_from(settings: dict, head: str, num_classes: int, final_dim: int) 
                      feature_penalty=float((s("loss_weights", None) or [10.0])[0]),
                      feature_grad_mult=float(s("feature_grad_mult", 0.1)), dropout_input=float(s("dropout_input", 0.1)))
 
+# %% ../nbs/13a_convert.ipynb #c1f75cd4
 def hubert_from_torchaudio_names(sd: dict, # torchaudio HuBERTPretrainModel names, 'wav2vec2.' prefix optional
                                  arch: dict, # from `torchaudio_arch`
                                  num_classes: int = 100, # head size when the weights have no head
@@ -296,6 +302,7 @@ def hubert_from_torchaudio_names(sd: dict, # torchaudio HuBERTPretrainModel name
     cfg = ModelConfig(encoder="hubert", frontend="cnn", hubert=hub, cnn=cnn, ssl=ssl)
     return cfg, ours, random_parts
 
+# %% ../nbs/13a_convert.ipynb #96885013
 def from_torchaudio(obj, # a torchaudio state dict or model (Wav2Vec2Model, HuBERTPretrainModel, fine-tuned)
                     num_heads=None, layer_norm_first=None, num_classes=100, normalize_waveform=None, **_) -> tuple:
     "(ModelConfig, state, random parts) of a torchaudio HuBERT / wav2vec 2.0 model or state dict."
@@ -332,6 +339,7 @@ def _fairseq_settings(ckpt: dict) -> tuple[dict, dict]:
         task = inner.get("task") or task
     return m, task
 
+# %% ../nbs/13a_convert.ipynb #0076aa88
 _FAIRSEQ_SUPPORTED = {"layer_type": ("transformer",), "activation_fn": ("gelu",), "conv_pos_batch_norm": (False,),
                       "target_glu": (False,), "attn_type": ("", None), "pos_enc_type": ("abs",)}  # what we rebuild
 
@@ -372,6 +380,7 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
         out[name] = torch.frombuffer(data, dtype=_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
     return out
 
+# %% ../nbs/13a_convert.ipynb #ebbfb382
 def _huggingface_parts(obj) -> tuple[dict, dict, bool | None]:
     "(config, state dict, do_normalize) of a transformers model object or a save_pretrained folder."
     if isinstance(obj, torch.nn.Module): return obj.config.to_dict(), obj.state_dict(), None
@@ -384,6 +393,7 @@ def _huggingface_parts(obj) -> tuple[dict, dict, bool | None]:
     pre = folder / "preprocessor_config.json"
     return cfg, sd, json.loads(pre.read_text()).get("do_normalize") if pre.is_file() else None
 
+# %% ../nbs/13a_convert.ipynb #ac64a5db
 _HF_SETTINGS = (("dropout", "hidden_dropout"), ("attention_dropout", "attention_dropout"),
                 ("dropout_input", "feat_proj_dropout"),
                 ("activation_dropout", "activation_dropout"), ("encoder_layerdrop", "layerdrop"))
@@ -474,6 +484,7 @@ def _ints(v) -> tuple[int, ...]:
     "icefall's '2,2,3' (or a number, or a list) as a tuple of ints."
     return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v if isinstance(v, (list, tuple)) else [v]))
 
+# %% ../nbs/13a_convert.ipynb #9a5f5fc4
 def zipformer_config_from_icefall(params: dict) -> ZipformerConfig:
     "Our ZipformerConfig from the arguments of icefall's k2SSL Zipformer recipe."
     if missing := [a for a in [*_ZIPFORMER_ARGS.values(), "pos_dim"] if a not in params]:
@@ -483,6 +494,7 @@ def zipformer_config_from_icefall(params: dict) -> ZipformerConfig:
     per = {ours: _ints(params[theirs]) for ours, theirs in _ZIPFORMER_ARGS.items()}
     return ZipformerConfig(**{k: v * n if len(v) == 1 else v for k, v in per.items()}, pos_dim=int(params["pos_dim"]))
 
+# %% ../nbs/13a_convert.ipynb #2698ae8d
 def cnn_from_fairseq_settings(settings: dict, normalize_waveform: bool | None = None) -> CNNConfig:
     "Our CNNConfig from fairseq / icefall settings (conv_feature_layers, extractor_mode, conv_bias, normalize)."
     layers = conv_layer_spec(settings["conv_feature_layers"])
@@ -494,6 +506,7 @@ def cnn_from_fairseq_settings(settings: dict, normalize_waveform: bool | None = 
                      strides=tuple(s for _, _, s in layers), extractor_mode=mode,
                      conv_bias=bool(settings.get("conv_bias", False)), normalize_waveform=bool(normalize_waveform))
 
+# %% ../nbs/13a_convert.ipynb #a1b34371
 _AROUND_ENCODER = [  # fairseq / icefall names around the encoder -> ours
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"frontend.convs.\1.\2"),
     (r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)", r"frontend.group_norm.\1"),
@@ -539,6 +552,7 @@ def load_source(src, # a path, or an object already loaded
     obj = read_file(p, trust_pickle)
     return source or detect_source(obj), obj
 
+# %% ../nbs/13a_convert.ipynb #f7fc8813
 def convert(src, # a file or folder in one of SOURCES, or a model / state dict in memory
             out, # the checkpoint file to write (models), or the folder (k-means)
             source: str | None = None, # force the source format; None: detect it

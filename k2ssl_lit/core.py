@@ -77,6 +77,7 @@ def _coerce(tp, value):
     if tp is float and isinstance(value, int): return float(value)
     return value
 
+# %% ../nbs/00_core.ipynb #4982048f
 class Config:
     "Mixin for dataclass configurations: strict dict, YAML and JSON round trips."
     def to_dict(self) -> dict:

@@ -129,12 +129,14 @@ def _set_voice(self: ESpeakSynth, voice: str) -> bool:
     if variant and not (Path(self.data_path) / "voices" / "!v" / variant).is_file(): return False
     return self._lib.espeak_SetVoiceByName(base.encode()) == 0 and self._lib.espeak_SetVoiceByName(voice.encode()) == 0
 
+# %% ../nbs/01_corpus.ipynb #1b48bc1d
 @patch
 def has_voice(self: ESpeakSynth, voice: str) -> bool:
     "True if eSpeak knows the base language and the variant file (after `+`) exists."
     if voice not in self._known: self._known[voice] = self._set_voice(voice)
     return self._known[voice]
 
+# %% ../nbs/01_corpus.ipynb #741e8b7c
 @patch
 def __call__(self: ESpeakSynth,
                 text: str, # what to say
@@ -297,12 +299,14 @@ def _clause_past(rng):
     verb = rng.choice(_INTRANSITIVE)[2]
     return f"{subj} {verb}" + _maybe(rng, 0.5, lambda r: r.choice(_ADVERBS)) + _maybe(rng, 0.6, _place)
 
+# %% ../nbs/01_corpus.ipynb #85756647
 def _clause_present(rng):
     subj, singular = _subject(rng)
     freq = _maybe(rng, 0.4, lambda r: r.choice(_FREQUENCY))
     verb = rng.choice(_TRANSITIVE)
     return f"{subj}{freq} {verb[1] if singular else verb[0]} {_noun_phrase(rng)[0]}" + _maybe(rng, 0.4, _place)
 
+# %% ../nbs/01_corpus.ipynb #c88675bb
 def _clause_there(rng):
     if rng.random() < 0.5: return f"there was {_noun_phrase(rng, plural=False)[0]} {_place(rng)}"
     return f"there were {_noun_phrase(rng, plural=True)[0]} {_place(rng)}"
@@ -312,6 +316,7 @@ def _clause_future(rng):
     when = _maybe(rng, 0.5, lambda r: r.choice(["tomorrow", "next week", "soon", "later"]))
     return f"{subj} will {rng.choice(_TRANSITIVE)[0]} {_noun_phrase(rng)[0]}" + when
 
+# %% ../nbs/01_corpus.ipynb #ee6c93fc
 def _clause_said(rng):
     return f"{rng.choice(_NAMES)} said that {_clause_past(rng)}"
 

@@ -83,6 +83,7 @@ def _walk(root: Path, problems: dict) -> Iterator[Path]:
         if d != root and (real in above or real == top or real in top.parents): dirs[:] = []; continue  # a loop
         yield from (d / f for f in files)
 
+# %% ../nbs/02_data.ipynb #c208c96f
 def _first_paths(paths: list[Path], root: Path, problems: dict) -> list[Path]:
     "One path per real file (a path without links preferred); the others named in `problems`."
     by_file = {}
@@ -92,6 +93,7 @@ def _first_paths(paths: list[Path], root: Path, problems: dict) -> list[Path]:
         for p in others: problems[p.relative_to(root).as_posix()] = f"same file as {first.relative_to(root).as_posix()} (a link): kept once"
     return sorted(ps[0] for ps in by_file.values())
 
+# %% ../nbs/02_data.ipynb #59744377
 def find_audio(root, # folder searched recursively (links followed)
                exclude=None, # a folder whose files are left out (e.g. our own output folder)
                problems: dict | None = None, # receives relative path -> why a file or folder is not listed
@@ -202,11 +204,13 @@ def _usable_recording(path: Path, rid: str, out_dir: Path, report: PrepareReport
         path = dst
     return Recording.from_file(path.resolve(), recording_id=rid)
 
+# %% ../nbs/02_data.ipynb #470b9d62
 def _check_limits(min_duration: float, max_duration: float | None) -> None:
     if min_duration < 0: raise InputError(f"--min-duration must be >= 0 seconds, got {min_duration:g}")
     if max_duration is not None and max_duration <= min_duration:
         raise InputError(f"--max-duration must be above --min-duration ({min_duration:g} s), got {max_duration:g}")
 
+# %% ../nbs/02_data.ipynb #12c293e4
 def prepare_audio_dir(audio_dir, # folder of audio files, searched recursively
                       out_dir, # where cuts.jsonl.gz (and converted audio, in audio/) are written
                       min_duration: float = 0.0, # seconds; shorter files are skipped (0: keep all)
@@ -262,6 +266,7 @@ def filter_duration(cuts: CutSet, # any CutSet; a lazy one stays lazy, an eager 
     kept = cuts.filter(partial(_duration_ok, min_duration=min_duration, max_duration=max_duration))
     return kept if cuts.is_lazy else kept.to_eager()
 
+# %% ../nbs/02_data.ipynb #7faf5bdf
 def librispeech_cuts(corpus_dir, # the LibriSpeech folder holding dev-clean/, train-clean-100/, ...
                      parts="auto", # a part name, a list of them, or "auto" (all present)
                      min_duration: float = MIN_DURATION, max_duration: float | None = MAX_DURATION,
@@ -274,6 +279,7 @@ def librispeech_cuts(corpus_dir, # the LibriSpeech folder holding dev-clean/, tr
                                   min_duration, max_duration)
             for part, m in manifests.items()}
 
+# %% ../nbs/02_data.ipynb #a8840563
 def corpus_cuts(corpus_dir, # a folder written by `k2ssl_lit.corpus.build_corpus`
                 split: str = "train", # "train", "dev" or "test"
                 min_duration: float = MIN_DURATION, max_duration: float | None = MAX_DURATION,
@@ -322,11 +328,13 @@ def _label_value(labels, fmt: str, num_classes: int | None):
     if fmt == "compact": return encode_labels(labels, num_classes)
     raise ValueError(f"unknown label format {fmt!r}: use 'compact' or 'icefall'")
 
+# %% ../nbs/02_data.ipynb #f946f350
 def _with_labels(cut: Cut, labels: dict, key: str, fmt: str, num_classes: int | None) -> Cut:
     if cut.id not in labels: raise KeyError(f"no labels given for cut {cut.id!r}")
     if cut.has_recording: align_labels(torch.as_tensor(labels[cut.id]), cut.num_samples, cut.id)  # length check only
     return cut.with_custom(key, _label_value(labels[cut.id], fmt, num_classes))
 
+# %% ../nbs/02_data.ipynb #bb468c6f
 def attach_labels(cuts: CutSet, # cuts to label (eager or lazy; a lazy CutSet stays lazy)
                   labels: dict, # cut id -> (T,) integer array
                   key: str = "kmeans", # the custom field to write (icefall's name)
@@ -337,6 +345,7 @@ def attach_labels(cuts: CutSet, # cuts to label (eager or lazy; a lazy CutSet st
     _label_value(np.zeros(1, dtype=int), fmt, num_classes)  # reject an unknown fmt now, not at the first cut
     return cuts.map(partial(_with_labels, labels=labels, key=key, fmt=fmt, num_classes=num_classes))
 
+# %% ../nbs/02_data.ipynb #20644413
 def cut_labels(cut: Cut, key: str = "kmeans") -> torch.Tensor:
     "The (T,) LongTensor of labels stored in `cut.custom[key]`, in our compact format or icefall's string."
     value = (cut.custom or {}).get(key)
@@ -366,6 +375,7 @@ def _label_problem(cut: Cut, key: str, num_classes: int) -> tuple[str, str] | tu
         except ValueError: return "length", f"{cut.id!r} ({len(lab)} labels, {num_frames(cut.num_samples)} frames)"
     return None, lab
 
+# %% ../nbs/02_data.ipynb #4bd544a6
 def validate_labels(cuts: Iterable[Cut], # the cuts to train on (a lazy CutSet is read once)
                     num_classes: int, # k: the model's number of classes
                     key: str = "kmeans", # the custom field holding the labels
@@ -430,6 +440,7 @@ def crop_collate(waves: Sequence[torch.Tensor], # B waveforms (N_i,)
     if labels is not None: out |= _stack_labels([c[1] for c in crops], [num_frames(size)] * len(waves))
     return out
 
+# %% ../nbs/02_data.ipynb #cad6b01c
 def pad_collate(waves: Sequence[torch.Tensor], # B waveforms (N_i,)
                 labels: Sequence[torch.Tensor] | None = None, # B label sequences (num_frames(N_i),), or None
                 max_samples: int | None = None, # crop longer cuts to this many samples first
@@ -525,6 +536,7 @@ def _audio_upto(cuts: Iterable[Cut], min_cuts: int, seconds: float) -> tuple[int
         if n >= min_cuts and total >= seconds: return n, total, False
     return n, total, True
 
+# %% ../nbs/02_data.ipynb #09a4f35c
 def _small_set(n: int, total: float, num_buckets: int, max_duration: float, min_bucket_batches: int, drop_last: bool) -> int:
     "Buckets for a small set: as many as hold `min_bucket_batches` full batches each (at least one); warns."
     buckets = max(1, min(num_buckets, n, int(total // (min_bucket_batches * max_duration))))
@@ -534,6 +546,7 @@ def _small_set(n: int, total: float, num_buckets: int, max_duration: float, min_
                      f"bucket's last partial batch (drop_last off), so that each epoch uses every cut")
     return buckets
 
+# %% ../nbs/02_data.ipynb #bd7ed5d5
 def make_sampler(cuts: CutSet, # training cuts (lazy for big corpora)
                  max_duration: float = 600.0, # seconds of (padded) audio per batch, per rank
                  num_buckets: int = 30, # duration buckets
@@ -561,6 +574,7 @@ def make_sampler(cuts: CutSet, # training cuts (lazy for big corpora)
         return DynamicBucketingSampler(cuts, max_duration=max_duration, num_buckets=num_buckets, shuffle=shuffle,
                                        drop_last=drop_last, seed=seed, world_size=world_size, rank=rank, **kwargs)
 
+# %% ../nbs/02_data.ipynb #c4c146dd
 def make_dataloader(dataset: torch.utils.data.Dataset, # e.g. SSLDataset
                     sampler: DynamicBucketingSampler, # yields one CutSet per batch
                     num_workers: int = 0, # background processes loading audio

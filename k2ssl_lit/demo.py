@@ -146,6 +146,7 @@ def labelled_subset(cuts: CutSet, minutes: float) -> CutSet:
     if not picked: raise ValueError(f"no cut fits in {minutes} labelled minutes")
     return CutSet.from_cuts(picked)
 
+# %% ../nbs/14_demo.ipynb #f97f163e
 def finetune_model(name: str, cfg: DemoConfig, data_dir: Path, pretrained: str | None, preset: str) -> dict:
     "CTC fine-tune for cfg.finetune_minutes; test CER/WER of the final model and whether it still emits only blanks."
     fcfg = FinetuneConfig(pretrained=pretrained, preset=preset, train_cuts=str(data_dir / "labelled_cuts.jsonl.gz"),
@@ -160,6 +161,7 @@ def finetune_model(name: str, cfg: DemoConfig, data_dir: Path, pretrained: str |
                 test_empty_share=t["empty_share"], blank_phase=t["blank_phase"],
                 hyps=str(Path(t["out_dir"]) / "hyps.jsonl"), history=s["history"], dev=s["dev"])
 
+# %% ../nbs/14_demo.ipynb #dbda93c6
 def transcript_examples(finetuned: dict, # name -> finetune_model's result
                         n: int = 3) -> list[dict]: # id, ref, and each model's hypothesis
     "The first `n` test utterances with their reference and every fine-tuned model's transcript."
@@ -172,7 +174,6 @@ def transcript_examples(finetuned: dict, # name -> finetune_model's result
 
 # %% ../nbs/14_demo.ipynb #8750ffb5
 def _fmt(x, nd=3): return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
 def plot_results(results: dict, out: Path) -> list[Path]:
     "Pre-training curves and PNMI per layer, as PNG files in `out`."
     import matplotlib; matplotlib.use("Agg", force=False)
@@ -193,6 +194,7 @@ def plot_results(results: dict, out: Path) -> list[Path]:
     fig.tight_layout(); paths.append(out / "pnmi_layers.png"); fig.savefig(paths[-1], dpi=100); plt.close(fig)
     return paths
 
+# %% ../nbs/14_demo.ipynb #31002848
 def plot_unit_rows(cut, # a test cut with a phone alignment
                    rows: dict, # name -> (num_frames,) units of the cut
                    path: Path, seconds: float = 3.0) -> Path:
@@ -206,6 +208,7 @@ def plot_unit_rows(cut, # a test cut with a phone alignment
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
     return path
 
+# %% ../nbs/14_demo.ipynb #8aff6aa6
 def report_markdown(results: dict) -> str:
     "The results as a markdown report."
     cfg, lines = results["config"], []
@@ -243,6 +246,7 @@ def report_markdown(results: dict) -> str:
     lines += ["", " ".join(figures), ""]
     return "\n".join(lines)
 
+# %% ../nbs/14_demo.ipynb #34c3a240
 def verdicts(results: dict) -> list[str]:
     "Plain statements of the comparisons, as measured."
     out, ft, base = [], results["finetune"], results["baselines"]
@@ -269,6 +273,7 @@ def _machine() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     return f"{platform.machine()}, {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
+# %% ../nbs/14_demo.ipynb #06d1bfe6
 def units_figure(results: dict, cfg: DemoConfig) -> Path:
     "The first test utterance's MFCC units and each model's iteration-2 units over its spectrogram and phones."
     out = Path(cfg.out)
@@ -280,6 +285,7 @@ def units_figure(results: dict, cfg: DemoConfig) -> Path:
         rows[f"{preset} layer {r['best_layer']}"] = cut_labels(next(iter(labeler.label_cuts(CutSet.from_cuts([cut]), fn, progress=False)))).numpy()
     return plot_unit_rows(cut, rows, out / "units.png")
 
+# %% ../nbs/14_demo.ipynb #99235782
 def run_demo(cfg: DemoConfig | None = None) -> dict:
     "Run every stage within the budget; write results.json, results.md and the plots into cfg.out; return the results."
     cfg = cfg or DemoConfig()

@@ -199,6 +199,7 @@ class MfccConfig(Config):
     @property
     def dim(self) -> int: return self.num_ceps * (1 + self.delta_order)
 
+# %% ../nbs/03_features.ipynb #9549b9a5
 def mfcc(waveforms: torch.Tensor, # (B, N) float, 16 kHz, padded
          lengths=None, # (B,) valid samples per row; None means all N
          config: MfccConfig | None = None,
@@ -299,12 +300,14 @@ class _KaldiExtractor(FeatureExtractor):
         feats = feats.cpu().numpy()
         return [_pad_to_lhotse(f[:t], n, self.config.hop) for f, t, n in zip(feats, flens.tolist(), lengths.tolist())]
 
+# %% ../nbs/03_features.ipynb #edb0d95a
 @register_extractor
 class FbankExtractor(_KaldiExtractor):
     "lhotse FeatureExtractor for our Kaldi-style log-mel fbank (snip_edges=True, rows padded to lhotse's count)."
     name = "k2ssl_fbank"
     config_type = FbankConfig
 
+# %% ../nbs/03_features.ipynb #8b9634d7
 @register_extractor
 class MfccExtractor(_KaldiExtractor):
     "lhotse FeatureExtractor for our MFCC + Δ + ΔΔ (snip_edges=True, rows padded to lhotse's count)."

@@ -47,6 +47,7 @@ def normalize_transcript(text: str) -> str:
     "Collapse runs of whitespace to one space and strip the ends; case is kept."
     return " ".join(str(text).split())
 
+# %% ../nbs/12_finetune.ipynb #e70056f3
 class CharVocab:
     "Characters of the training transcripts, with blank = 0, <unk> = 1 and the word boundary '|' = 2 for a space."
     blank, unk, word_sep = 0, 1, 2
@@ -85,6 +86,7 @@ def encode(self: CharVocab, text: str) -> list[int]:
         ids.append(i)
     return ids
 
+# %% ../nbs/12_finetune.ipynb #f29d13fb
 @patch
 def decode(self: CharVocab, ids: Iterable[int]) -> str:
     "Text of token ids: blanks dropped, '|' as a space, <unk> as '\ufffd', spaces collapsed."
@@ -95,6 +97,7 @@ def decode(self: CharVocab, ids: Iterable[int]) -> str:
         out.append(" " if i == self.word_sep else UNK_CHAR if i == self.unk else self.tokens[i])
     return normalize_transcript("".join(out))
 
+# %% ../nbs/12_finetune.ipynb #e573f56c
 @patch
 def save(self: CharVocab, path) -> Path:
     "Write the tokens as JSON."
@@ -102,6 +105,7 @@ def save(self: CharVocab, path) -> Path:
     path.write_text(json.dumps({"tokens": self.tokens}, ensure_ascii=False, indent=1))
     return path
 
+# %% ../nbs/12_finetune.ipynb #c85e38e2
 @patch(cls_method=True)
 def from_tokens(cls: CharVocab, tokens: Sequence[str]) -> CharVocab:
     "Rebuild a vocabulary from its token list (as saved), checking the three special tokens."
@@ -112,6 +116,7 @@ def from_tokens(cls: CharVocab, tokens: Sequence[str]) -> CharVocab:
     if vocab.tokens != tokens: raise ValueError("not a CharVocab token list: characters are repeated or unsorted")
     return vocab
 
+# %% ../nbs/12_finetune.ipynb #5ccdc14a
 @patch(cls_method=True)
 def load(cls: CharVocab, path) -> CharVocab:
     "Read a vocabulary written by `save`."
@@ -124,12 +129,14 @@ def load(cls: CharVocab, path) -> CharVocab:
 # %% ../nbs/12_finetune.ipynb #e07c1674
 class MissingTranscript(ValueError): "A cut has no supervision text."
 
+# %% ../nbs/12_finetune.ipynb #a5bfb45b
 def cut_text(cut: Cut) -> str:
     "The normalised transcript of `cut`: its supervisions' texts in time order, joined by spaces."
     texts = [s.text for s in sorted(cut.supervisions, key=lambda s: s.start) if s.text and s.text.strip()]
     if not texts: raise MissingTranscript(f"cut {cut.id!r} has no transcript (no supervision with text)")
     return normalize_transcript(" ".join(texts))
 
+# %% ../nbs/12_finetune.ipynb #c645ffa5
 def _note(found: dict, kind: str, cut_id: str, max_named: int):
     found[kind] += 1
     if len(found[kind + "_first"]) < max_named: found[kind + "_first"].append(cut_id)
@@ -158,6 +165,7 @@ def check_transcripts(cuts: Iterable[Cut], # cuts to train on or to decode (a la
                                       f"{''.join(sorted(found['unknown_chars']))!r}, read as <unk> (first: {', '.join(found['unknown_first'])})")
     return found | dict(transcribed=n - missing, unknown_chars=dict(found["unknown_chars"]))
 
+# %% ../nbs/12_finetune.ipynb #eb805e7d
 def vocab_from_cuts(cuts: Iterable[Cut], what: str = "cuts") -> CharVocab:
     "The CharVocab of the transcripts of `cuts` (checked by `check_transcripts`; cuts without one are skipped)."
     return CharVocab.from_texts(check_transcripts(cuts, None, what)["chars"])
@@ -410,11 +418,13 @@ def output_stats(tr: dict) -> dict:
     empty = sum(not h.strip() for h in tr["hyps"]) / max(len(tr["hyps"]), 1)
     return dict(blank_share=tr["blank_frames"] / max(tr["frames"], 1), empty_share=empty, blank_phase=empty >= BLANK_PHASE)
 
+# %% ../nbs/12_finetune.ipynb #d1591b0a
 def _validate(model, vocab, dev, cfg, device) -> dict:
     tr = transcribe(model, vocab, dev, cfg.max_duration, device, cfg.precision)
     return (error_rates(tr["refs"], tr["hyps"]) | output_stats(tr)
             | {"example": (tr["refs"][:1] + [""])[0] + " -> " + (tr["hyps"][:1] + [""])[0]})
 
+# %% ../nbs/12_finetune.ipynb #ac881bbb
 def _ctc_loader(train: CutSet, ds: CTCDataset, cfg: FinetuneConfig):
     "Bucketing sampler (about ten batches per bucket) and loader over the training cuts."
     buckets = int(min(30, max(2, sum(c.duration for c in train) / (10 * cfg.max_duration))))
@@ -422,6 +432,7 @@ def _ctc_loader(train: CutSet, ds: CTCDataset, cfg: FinetuneConfig):
                            num_buckets=buckets)
     return sampler, torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=None, num_workers=cfg.num_workers)
 
+# %% ../nbs/12_finetune.ipynb #7c904a4d
 def _ctc_update(model, opt, scaler, batch: dict, cfg: FinetuneConfig, device) -> tuple[torch.Tensor, int]:
     "One update on a batch: forward, CTC loss, backward, clipping (AdamW), step; the loss and the infeasible count."
     with autocast_for(device, cfg.precision):
@@ -434,6 +445,7 @@ def _ctc_update(model, opt, scaler, batch: dict, cfg: FinetuneConfig, device) ->
     scaler.step(opt); scaler.update()
     return loss.detach(), ctc_infeasible(num_frames(batch["audio_lens"]), batch["targets"], batch["target_lens"])
 
+# %% ../nbs/12_finetune.ipynb #f041e814
 def _dev_entry(step: int, res: dict) -> dict:
     return dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"], empty_share=res["empty_share"])
 
@@ -568,6 +580,7 @@ def finetune_cli(config: str = None, # YAML/JSON FinetuneConfig; fields below ov
           f"{s['best_dev_cer']}; checkpoint {s['checkpoint']}")
     if "test" in s: print(f"test CER {s['test']['cer']:.3f} WER {s['test']['wer']:.3f}")
 
+# %% ../nbs/12_finetune.ipynb #d7ff82f0
 @console_script
 def decode_cli(checkpoint: str = None, # fine-tuned checkpoint
                cuts: str = None, # manifest of transcribed cuts

@@ -123,6 +123,7 @@ def _windows(x: torch.Tensor, b: int, col: int, rows: int, width: int, stride: i
     T, C = x.shape[1:]
     return x.as_strided((rows, width), (stride * C, 1), x.storage_offset() + b * T * C + col)
 
+# %% ../nbs/07_hubert.ipynb #1db2e55a
 class _StridedConv(torch.autograd.Function):
     "Autograd of `conv1d_matmul`: matrix products over strided views of the channel-last input, no unfolded copy."
     @staticmethod
@@ -163,6 +164,7 @@ class _StridedConv(torch.autograd.Function):
             gw = gw.view(-1, k, C).permute(0, 2, 1).contiguous()  # back to (C_out, C, k)
         return gx, gw, None
 
+# %% ../nbs/07_hubert.ipynb #bf7f8a06
 def conv1d_matmul(x: torch.Tensor, # (B, T, C_in) channel-last (any strides)
                   weight: torch.Tensor, # (C_out, C_in, k), as in nn.Conv1d
                   stride: int,
@@ -239,6 +241,7 @@ class FbankFrontendConfig(Config):
     kernel_size: int = 3     # odd, so that the frame count is ceil(F / 2)
     normalize: bool = True   # zero mean, unit variance per channel over each utterance
 
+# %% ../nbs/07_hubert.ipynb #0874f88a
 class FbankFrontend(Frontend):
     "Fbank frontend: (B, F, num_mel_bins) at 100 Hz -> (B, ceil(F/2), channels) LayerNorm-ed frames at 50 Hz."
     input_dims = 3

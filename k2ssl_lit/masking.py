@@ -122,6 +122,7 @@ def plot_span_mask(spec: torch.Tensor, # (T, F) spectrogram-like features of one
     ax.set(xlabel="frame (20 ms)", ylabel="channel", title=title or f"{int(mask.sum())}/{len(mask)} frames masked")
     return ax
 
+# %% ../nbs/04_masking.ipynb #7d8ee218
 def mask_explorer(spec: torch.Tensor, # (T, F) spectrogram-like features of one utterance
                   seed: int = 0,
                   interactive: bool = True, # False: the static grid even where ipywidgets is available

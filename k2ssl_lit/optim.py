@@ -183,6 +183,7 @@ def _params_and_grads(self: ScaledAdam, groups: list[dict]):
             if p.grad is not None and p.grad.is_sparse: raise ValueError("ScaledAdam does not support sparse gradients")
             yield group, p, (torch.zeros_like(p) if p.grad is None else p.grad)
 
+# %% ../nbs/10_optim.ipynb #6cbbfba9
 @patch
 def grad_norm(self: ScaledAdam, items) -> float:
     "Gradient norm in update units: ‖g·RMS(p)‖ for tensors (the RMS last measured), ‖g·scalar_lr_scale‖ for scalars."
@@ -192,6 +193,7 @@ def grad_norm(self: ScaledAdam, items) -> float:
         sq += ((g * (unit if p.numel() > 1 else group["scalar_lr_scale"])) ** 2).sum().to(sq.device, torch.float32)
     return float(sq.sqrt())
 
+# %% ../nbs/10_optim.ipynb #5ceb3ecb
 @patch
 def clip_factor(self: ScaledAdam, cs: dict, norm: float) -> float:
     "Record `norm` in the unit's history, update the threshold when due, and return the factor for the gradient."
@@ -236,6 +238,7 @@ def step(self: ScaledAdam, closure=None):
             else: tensor_step(p, g, state, lr, group)
     return loss
 
+# %% ../nbs/10_optim.ipynb #0f77988c
 @patch
 def state_dict(self: ScaledAdam) -> dict:
     "PyTorch's optimizer state plus the clipping histories (tensors and plain Python values only)."
@@ -243,6 +246,7 @@ def state_dict(self: ScaledAdam) -> dict:
     sd["clip_state"] = [{k: (list(v) if isinstance(v, list) else v) for k, v in cs.items()} for cs in self.clip_state]
     return sd
 
+# %% ../nbs/10_optim.ipynb #ca7c4a62
 @patch
 def load_state_dict(self: ScaledAdam, state_dict: dict) -> None:
     "Restore a `state_dict` written by `ScaledAdam.state_dict`."
@@ -376,6 +380,7 @@ def plot_schedule_settings(steps: int = 2000, # optimizer steps shown
                 title=f"model clock: {clock_speed:g} reference batches per step"); axes[1].legend(fontsize=8)
     return axes
 
+# %% ../nbs/10_optim.ipynb #f100e200
 def schedule_explorer(steps: int = 2000,
                       interactive: bool = True, # False: the static comparison even where ipywidgets is available
                      ):
@@ -396,7 +401,6 @@ def schedule_explorer(steps: int = 2000,
         plot_schedule_settings(steps, 0.09, 10, 200, 100.0, 20.0, axes=axes[1], title="demo's toy settings")
         fig.tight_layout()
         return fig
-
 
 # %% ../nbs/10_optim.ipynb #15916b3e
 def build_optimizer(model: nn.Module, cfg: OptimConfig | None = None) -> tuple[ScaledAdam, Eden]:

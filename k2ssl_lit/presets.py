@@ -80,21 +80,25 @@ def _toy_objective(num_classes: int) -> SSLConfig:
     return SSLConfig(num_classes=num_classes, head="linear", mask=MaskConfig(mask_prob=0.5), unmasked_weight=0.3,
                      feature_grad_mult=1.0, dropout_input=0.1)
 
+# %% ../nbs/08a_presets.ipynb #482c2379
 def _k2ssl_objective(num_classes: int) -> SSLConfig:
     "icefall's k2SSL recipes: linear head, mask probability 0.65, masked frames only, full CNN gradient, no input dropout."
     return SSLConfig(num_classes=num_classes, head="linear", mask=MaskConfig(mask_prob=0.65), unmasked_weight=0.0,
                      feature_penalty=10.0, feature_grad_mult=1.0, dropout_input=0.0)
 
+# %% ../nbs/08a_presets.ipynb #2ca7487a
 def _hubert_base_objective(num_classes: int) -> SSLConfig:
     "fairseq's HuBERT Base: cosine head (256), mask probability 0.8, masked frames only, CNN gradient × 0.1, input dropout 0.1."
     return SSLConfig(num_classes=num_classes, head="cosine", final_dim=256, mask=MaskConfig(mask_prob=0.8),
                      unmasked_weight=0.0, feature_penalty=10.0, feature_grad_mult=0.1, dropout_input=0.1)
 
+# %% ../nbs/08a_presets.ipynb #17c27380
 def _hubert_large_objective(num_classes: int) -> SSLConfig:
     "fairseq's HuBERT Large: cosine head (768), mask probability 0.8, masked frames only, full CNN gradient, no input dropout."
     return SSLConfig(num_classes=num_classes, head="cosine", final_dim=768, mask=MaskConfig(mask_prob=0.8),
                      unmasked_weight=0.0, feature_penalty=10.0, feature_grad_mult=1.0, dropout_input=0.0)
 
+# %% ../nbs/08a_presets.ipynb #c40eeb11
 def _cnn_normalized() -> CNNConfig:
     "HuBERT Base's CNN on a per-utterance normalised waveform, as icefall's k2SSL recipes feed it."
     return CNNConfig(normalize_waveform=True)

@@ -75,6 +75,7 @@ class SSLOutput:
     @property
     def unmasked_acc(self): return self.unmasked_correct / max(self.unmasked_count, 1)
 
+# %% ../nbs/08_ssl.ipynb #ef9db6a2
 def masked_prediction_loss(logits: torch.Tensor, # (B, T, C)
                            labels: torch.Tensor, # (B, T) class per frame
                            time_mask: torch.Tensor, # (B, T) True on masked frames

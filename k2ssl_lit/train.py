@@ -88,6 +88,7 @@ class TrainConfig(Config):
         "The ModelConfig of this run."
         return self.model if self.model is not None else model_preset(self.preset, self.num_classes, self.frontend)
 
+# %% ../nbs/11_train.ipynb #bc17041e
 def model_clock(step: int, # optimizer steps taken so far (all epochs)
                 step_in_epoch: int, # optimizer steps taken so far in this epoch
                 cfg: TrainConfig, world_size: int = 1) -> float:
@@ -108,6 +109,7 @@ class DistInfo:
     @property
     def distributed(self) -> bool: return dist.is_available() and dist.is_initialized()
 
+# %% ../nbs/11_train.ipynb #ad7d8d42
 def init_distributed(device: str = "auto") -> DistInfo:
     "Join the process group that torchrun describes (nccl on GPU, gloo on CPU); a single process without it."
     env = os.environ
@@ -118,6 +120,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if not dist.is_initialized(): _init_group("nccl" if dev.type == "cuda" else "gloo", rank, world)
     return DistInfo(rank, world, local, dev)
 
+# %% ../nbs/11_train.ipynb #dad62255
 def _init_group(backend: str, rank: int, world: int):
     "init_process_group on torchrun's store, with keys prefixed by the restart count."
     env = os.environ
@@ -245,11 +248,13 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else: out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
 
+# %% ../nbs/11_train.ipynb #912adfff
 def config_differences(old: ModelConfig, new: ModelConfig) -> list[str]:
     "'field: old -> new' for every model setting that differs."
     a, b = _flat(old.to_dict()), _flat(new.to_dict())
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
+# %% ../nbs/11_train.ipynb #a47386b6
 def move_aside(exp_dir) -> Path | None:
     "Move a previous run's checkpoints, train.yaml and logs into exp_dir/previous-<date-time>/; that folder."
     exp = Path(exp_dir)
@@ -261,6 +266,7 @@ def move_aside(exp_dir) -> Path | None:
     for p in items: shutil.move(str(p), str(dest / p.name))
     return dest
 
+# %% ../nbs/11_train.ipynb #c7f92932
 def previous_run(cfg: TrainConfig, info: DistInfo) -> tuple[Path | None, dict | None, Path | None]:
     "(checkpoint path, contents, folder the old run was moved to): resume, or move aside with resume=False."
     exp, found = Path(cfg.exp_dir), checkpoint_paths(cfg.exp_dir)
@@ -577,6 +583,7 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         if owns_group and dist.is_initialized(): dist.destroy_process_group()
 
+# %% ../nbs/11_train.ipynb #b90c1d16
 def _train(cfg: TrainConfig, info: DistInfo) -> dict:
     from tqdm.auto import tqdm
     run, t0 = _Run(cfg, info), time.time()
@@ -664,6 +671,7 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
     if res["stopped"] == "interrupted":  # checkpoint written; the shell's code for "ended by this signal"
         raise SystemExit(128 + int(getattr(signal.Signals, res["signal"] or "SIGTERM")))
 
+# %% ../nbs/11_train.ipynb #44c897a7
 def _pretrain(config, options: dict, overrides, fresh: bool) -> dict:
     cfg = TrainConfig.load(config) if config else TrainConfig()
     given = {k: v for k, v in options.items() if v is not None}

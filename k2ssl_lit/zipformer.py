@@ -417,6 +417,7 @@ class Downsample(nn.Module):
         w = w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
         return (F.pad(x, (0, 0, 0, Td * f - T)).reshape(B, Td, f, C) * w[..., None].to(x.dtype)).sum(2), ~valid[..., 0]
 
+# %% ../nbs/06_zipformer.ipynb #26352916
 def upsample(x: torch.Tensor, # (B, T', C) at the stack's rate
              factor: int, T: int, # repeat each frame this often, keep the first T frames
             ) -> torch.Tensor: # (B, T, C)
@@ -551,6 +552,7 @@ def attention_weights(encoder: ZipformerEncoder, x: torch.Tensor, # (B, T, in_di
         for h in hooks: h.remove()
     return out
 
+# %% ../nbs/06_zipformer.ipynb #65ecfffb
 def plot_attention(weights: torch.Tensor, # (T, T) one head's weights, rows sum to 1
                    title: str = "", ax=None):
     "One head's attention map: queries down, keys across."
@@ -560,6 +562,7 @@ def plot_attention(weights: torch.Tensor, # (T, T) one head's weights, rows sum 
     ax.set(xlabel="key frame", ylabel="query frame", title=title)
     return ax
 
+# %% ../nbs/06_zipformer.ipynb #c35061b7
 def attention_explorer(encoder: ZipformerEncoder, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                        utterance: int = 0, # which row of the batch
                        interactive: bool = True, # False: the static figure even where ipywidgets is available
@@ -584,7 +587,6 @@ def attention_explorer(encoder: ZipformerEncoder, x: torch.Tensor, padding_mask:
         for i, ax in enumerate(axes[0]): draw(i, 0, ax=ax); ax.title.set_fontsize(7)
         fig.tight_layout()
         return fig
-
 
 # %% ../nbs/06_zipformer.ipynb #cea1453f
 _ICEFALL_LAYER_PARTS = dict([  # icefall -> our names of the modules inside a layer
