@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import yaml
 from fastcore.script import anno_parser
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'FRAME_WINDOW', 'FRAME_HOP', 'FRAME_RATE', 'seed_everything', 'num_params', 'padding_mask',
@@ -96,24 +97,26 @@ class Config:
         if unknown: raise ValueError(f"{cls.__name__} has no field(s) {unknown}; valid fields: {sorted(names)}")
         return cls(**{k: _coerce(_field_type(cls, k), v) for k, v in d.items()})
 
-    def save(self, path) -> Path:
-        "Write as YAML or JSON, chosen by the suffix of `path`."
-        path = Path(path)
-        if path.suffix in (".yaml", ".yml"): text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        elif path.suffix == ".json": text = json.dumps(self.to_dict(), indent=2)
-        else: raise ValueError(f"{path}: config files must end in .yaml, .yml or .json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return path
+# %% ../nbs/00_core.ipynb #986c72f0
+@patch
+def save(self: Config, path) -> Path:
+    "Write as YAML or JSON, chosen by the suffix of `path`."
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"): text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+    elif path.suffix == ".json": text = json.dumps(self.to_dict(), indent=2)
+    else: raise ValueError(f"{path}: config files must end in .yaml, .yml or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
-    @classmethod
-    def load(cls, path):
-        "Read a config written by `save`."
-        path = Path(path)
-        if not path.exists(): raise FileNotFoundError(f"config file {path} does not exist")
-        d = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-        if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping of fields, got {type(d).__name__}")
-        return cls.from_dict(d)
+@patch(cls_method=True)
+def load(cls: Config, path):
+    "Read a config written by `save`."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"config file {path} does not exist")
+    d = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping of fields, got {type(d).__name__}")
+    return cls.from_dict(d)
 
 # %% ../nbs/00_core.ipynb #d8f40058
 def _underscore_option(arg: str) -> str:

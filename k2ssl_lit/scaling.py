@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SWOOSH_SLOPE', 'SWOOSH_R_SHIFT', 'SWOOSH_R_OFFSET', 'SWOOSH_L_SHIFT', 'SWOOSH_L_OFFSET', 'FloatLike',
@@ -328,18 +329,21 @@ class Balancer(nn.Module):
         self.prob = ScheduledFloat((0, 0.5), (8000, 0.125)) if prob is None else prob
         self.clock = clock if clock is not None else BatchClock()
 
-    def limits(self) -> tuple[float, float, float, float]:
-        "(min, max) of mean/stddev and (min, max) of the RMS, read from the clock."
-        c = self.clock
-        return (positive_fraction_to_mean_ratio(c(self.min_positive)), positive_fraction_to_mean_ratio(c(self.max_positive)),
-                abs_to_rms(c(self.min_abs)), abs_to_rms(c(self.max_abs)))
+# %% ../nbs/05_scaling.ipynb #e68b6cee
+@patch
+def limits(self: Balancer) -> tuple[float, float, float, float]:
+    "(min, max) of mean/stddev and (min, max) of the RMS, read from the clock."
+    c = self.clock
+    return (positive_fraction_to_mean_ratio(c(self.min_positive)), positive_fraction_to_mean_ratio(c(self.max_positive)),
+            abs_to_rms(c(self.min_abs)), abs_to_rms(c(self.max_abs)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_channels(x, self.channel_dim, self.num_channels, "Balancer")
-        if not (self.training and torch.is_grad_enabled() and x.requires_grad): return x
-        prob = self.clock(self.prob)
-        if prob <= 0 or float(torch.rand(())) >= prob: return x
-        return BalancerFunction.apply(x, self.limits(), self.clock(self.grad_scale), self.channel_dim)
+@patch
+def forward(self: Balancer, x: torch.Tensor) -> torch.Tensor:
+    _check_channels(x, self.channel_dim, self.num_channels, "Balancer")
+    if not (self.training and torch.is_grad_enabled() and x.requires_grad): return x
+    prob = self.clock(self.prob)
+    if prob <= 0 or float(torch.rand(())) >= prob: return x
+    return BalancerFunction.apply(x, self.limits(), self.clock(self.grad_scale), self.channel_dim)
 
 # %% ../nbs/05_scaling.ipynb #206e79c7
 def whitening_metric(x: torch.Tensor, # (..., C) features, channels last

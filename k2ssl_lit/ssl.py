@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import Config, autocast_for, padding_mask
 from .masking import MaskConfig, SpanMasker
@@ -107,58 +108,65 @@ class SSLModel(nn.Module):
         for layer in cfg.intermediate_layers: self.check_layer(layer, allow_input=False)
         self.layer_heads = nn.ModuleDict({str(l): head(encoder.layer_dims[l - 1]) for l in cfg.intermediate_layers})
 
-    def check_layer(self, layer: int, allow_input: bool = True):
-        "A ValueError naming the valid range unless `layer` is 0 (the encoder input, when allowed) .. num_layers."
-        lo = 0 if allow_input else 1
-        if not lo <= layer <= self.encoder.num_layers:
-            raise ValueError(f"layer {layer} is out of range: this encoder has layers {lo}..{self.encoder.num_layers}")
+# %% ../nbs/08_ssl.ipynb #f2c98f17
+@patch
+def check_layer(self: SSLModel, layer: int, allow_input: bool = True):
+    "A ValueError naming the valid range unless `layer` is 0 (the encoder input, when allowed) .. num_layers."
+    lo = 0 if allow_input else 1
+    if not lo <= layer <= self.encoder.num_layers:
+        raise ValueError(f"layer {layer} is out of range: this encoder has layers {lo}..{self.encoder.num_layers}")
 
-    def embed(self, x, lengths):
-        "Frontend (gradient scaled by feature_grad_mult), feature penalty and projection: frames, padding mask, penalty."
-        g = self.cfg.feature_grad_mult
-        feats, frame_lengths, penalty = self.frontend(x, lengths, return_penalty=True, **({"grad_mult": g} if g != 1 else {}))
-        pad = padding_mask(frame_lengths.to(feats.device), feats.shape[1])
-        return self.dropout(self.proj(feats)), pad, penalty
+@patch
+def embed(self: SSLModel, x, lengths):
+    "Frontend (gradient scaled by feature_grad_mult), feature penalty and projection: frames, padding mask, penalty."
+    g = self.cfg.feature_grad_mult
+    feats, frame_lengths, penalty = self.frontend(x, lengths, return_penalty=True, **({"grad_mult": g} if g != 1 else {}))
+    pad = padding_mask(frame_lengths.to(feats.device), feats.shape[1])
+    return self.dropout(self.proj(feats)), pad, penalty
 
-    def forward(self, x: torch.Tensor, # (B, N) waveform or (B, T', F) features, as the frontend expects
-                lengths: torch.Tensor, # (B,) valid length of each input
-                labels: torch.Tensor, # (B, T) k-means class per 50 Hz frame
-                generator: torch.Generator | None = None,
-               ) -> SSLOutput:
-        h, pad, penalty = self.embed(x, lengths)
-        if labels.shape != pad.shape:
-            raise ValueError(f"labels have shape {tuple(labels.shape)} but the frontend gave {tuple(pad.shape)} frames")
-        time_mask, channel_mask = self.masker((~pad).sum(1), h.shape[1], h.shape[2], generator)
-        h = torch.where(time_mask[..., None], self.mask_emb.to(h.dtype), h)
-        if channel_mask is not None: h = h.masked_fill(channel_mask[:, None, :], 0.0)
-        out, layers = self.encoder(h, pad, output_layers=bool(self.layer_heads))
-        logits = self.head(out)
-        w = self.cfg.unmasked_weight
-        masked_loss, unmasked_loss, counts = masked_prediction_loss(logits, labels, time_mask, pad, w)
-        loss = masked_loss + w * unmasked_loss
-        if self.layer_heads:
-            for name, head in self.layer_heads.items():
-                ml, ul, _ = masked_prediction_loss(head(layers[int(name) - 1]), labels, time_mask, pad, w)
-                loss = loss + ml + w * ul
-            loss = loss / (1 + len(self.layer_heads))
-        loss = loss + self.cfg.feature_penalty * penalty
-        return SSLOutput(loss, masked_loss, unmasked_loss, penalty, **counts, logits=logits, time_mask=time_mask)
+# %% ../nbs/08_ssl.ipynb #788d3d48
+@patch
+def forward(self: SSLModel, x: torch.Tensor, # (B, N) waveform or (B, T', F) features, as the frontend expects
+            lengths: torch.Tensor, # (B,) valid length of each input
+            labels: torch.Tensor, # (B, T) k-means class per 50 Hz frame
+            generator: torch.Generator | None = None,
+           ) -> SSLOutput:
+    h, pad, penalty = self.embed(x, lengths)
+    if labels.shape != pad.shape:
+        raise ValueError(f"labels have shape {tuple(labels.shape)} but the frontend gave {tuple(pad.shape)} frames")
+    time_mask, channel_mask = self.masker((~pad).sum(1), h.shape[1], h.shape[2], generator)
+    h = torch.where(time_mask[..., None], self.mask_emb.to(h.dtype), h)
+    if channel_mask is not None: h = h.masked_fill(channel_mask[:, None, :], 0.0)
+    out, layers = self.encoder(h, pad, output_layers=bool(self.layer_heads))
+    logits = self.head(out)
+    w = self.cfg.unmasked_weight
+    masked_loss, unmasked_loss, counts = masked_prediction_loss(logits, labels, time_mask, pad, w)
+    loss = masked_loss + w * unmasked_loss
+    if self.layer_heads:
+        for name, head in self.layer_heads.items():
+            ml, ul, _ = masked_prediction_loss(head(layers[int(name) - 1]), labels, time_mask, pad, w)
+            loss = loss + ml + w * ul
+        loss = loss / (1 + len(self.layer_heads))
+    loss = loss + self.cfg.feature_penalty * penalty
+    return SSLOutput(loss, masked_loss, unmasked_loss, penalty, **counts, logits=logits, time_mask=time_mask)
 
-    @torch.no_grad()
-    def extract(self, x: torch.Tensor, lengths: torch.Tensor, layer: int, # 0: projected frontend output
-               ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, D) features, (B,) frame lengths
-        "Unmasked features of one layer (0 = encoder input, 1..num_layers = encoder layers), in eval mode (no dropout, no layer skipping), for k-means and units."
-        self.check_layer(layer)
-        was_training = self.training
-        self.eval()  # features are a function of the input: no dropout, no skipped layers, whatever the caller's mode
-        try:
-            h, pad, _ = self.embed(x, lengths)
-            if layer > 0:
-                _, layers = self.encoder(h, pad, output_layers=True, max_layer=layer)
-                h = layers[layer - 1]
-        finally:
-            self.train(was_training)
-        return h, (~pad).sum(1)
+# %% ../nbs/08_ssl.ipynb #f025c4c1
+@patch
+@torch.no_grad()
+def extract(self: SSLModel, x: torch.Tensor, lengths: torch.Tensor, layer: int, # 0: projected frontend output
+           ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, D) features, (B,) frame lengths
+    "Unmasked features of one layer (0 = encoder input, 1..num_layers = encoder layers), in eval mode (no dropout, no layer skipping), for k-means and units."
+    self.check_layer(layer)
+    was_training = self.training
+    self.eval()  # features are a function of the input: no dropout, no skipped layers, whatever the caller's mode
+    try:
+        h, pad, _ = self.embed(x, lengths)
+        if layer > 0:
+            _, layers = self.encoder(h, pad, output_layers=True, max_layer=layer)
+            h = layers[layer - 1]
+    finally:
+        self.train(was_training)
+    return h, (~pad).sum(1)
 
 # %% ../nbs/08_ssl.ipynb #11733f9b
 @torch.no_grad()
