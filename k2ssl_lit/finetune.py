@@ -217,25 +217,29 @@ class CTCModel(nn.Module):
         self.head = nn.Linear(ssl.encoder.out_dim, vocab_size)
         self.config: ModelConfig | None = getattr(ssl, "config", None)
 
-    def forward(self, x: torch.Tensor, # (B, N) waveforms
-                lengths: torch.Tensor, # (B,) samples
-                generator: torch.Generator | None = None, # for the masks
-               ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, V) float32 log-probabilities, (B,) frames
-        h, pad, _ = self.ssl.embed(x, lengths)
-        if self.training and self.masker.cfg.mask_prob > 0:
-            time_mask, channel_mask = self.masker((~pad).sum(1), h.shape[1], h.shape[2], generator)
-            h = torch.where(time_mask[..., None], self.ssl.mask_emb.to(h.dtype), h)
-            if channel_mask is not None: h = h.masked_fill(channel_mask[:, None, :], 0.0)
-        out, _ = self.ssl.encoder(h, pad)
-        return self.head(out).float().log_softmax(-1), (~pad).sum(1)
+# %% ../nbs/12_finetune.ipynb #e858ac24
+@patch
+def forward(self: CTCModel, x: torch.Tensor, # (B, N) waveforms
+            lengths: torch.Tensor, # (B,) samples
+            generator: torch.Generator | None = None, # for the masks
+           ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, V) float32 log-probabilities, (B,) frames
+    h, pad, _ = self.ssl.embed(x, lengths)
+    if self.training and self.masker.cfg.mask_prob > 0:
+        time_mask, channel_mask = self.masker((~pad).sum(1), h.shape[1], h.shape[2], generator)
+        h = torch.where(time_mask[..., None], self.ssl.mask_emb.to(h.dtype), h)
+        if channel_mask is not None: h = h.masked_fill(channel_mask[:, None, :], 0.0)
+    out, _ = self.ssl.encoder(h, pad)
+    return self.head(out).float().log_softmax(-1), (~pad).sum(1)
 
-    def freeze(self, encoder: bool, # freeze everything below the head
-               frontend: bool, # freeze the frontend (whatever `encoder` says)
-              ) -> None:
-        "Set `requires_grad` of the pre-trained parts; the head always trains."
-        for p in self.ssl.parameters(): p.requires_grad_(not encoder)
-        if frontend:
-            for p in self.ssl.frontend.parameters(): p.requires_grad_(False)
+# %% ../nbs/12_finetune.ipynb #95f94055
+@patch
+def freeze(self: CTCModel, encoder: bool, # freeze everything below the head
+           frontend: bool, # freeze the frontend (whatever `encoder` says)
+          ) -> None:
+    "Set `requires_grad` of the pre-trained parts; the head always trains."
+    for p in self.ssl.parameters(): p.requires_grad_(not encoder)
+    if frontend:
+        for p in self.ssl.frontend.parameters(): p.requires_grad_(False)
 
 # %% ../nbs/12_finetune.ipynb #1a77f6a4
 def ctc_loss(log_probs: torch.Tensor, # (B, T, V) from CTCModel

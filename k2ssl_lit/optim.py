@@ -165,13 +165,16 @@ class ScaledAdam(torch.optim.Optimizer):
         self.clip_every_step, self.clip_jointly, self.skip_missing_grads = clip_every_step, clip_jointly, skip_missing_grads
         self.clip_state = [self._fresh_clip_state() for _ in self._units()]
 
-    def _fresh_clip_state(self) -> dict:
-        return dict(step=0, norms=[0.0] * self.clipping_update_period, threshold=None, num_clipped=0,
-                    last_norm=0.0, last_factor=1.0)
+# %% ../nbs/10_optim.ipynb #c316d207
+@patch
+def _fresh_clip_state(self: ScaledAdam) -> dict:
+    return dict(step=0, norms=[0.0] * self.clipping_update_period, threshold=None, num_clipped=0,
+                last_norm=0.0, last_factor=1.0)
 
-    def _units(self) -> list[list[dict]]:
-        "Parameter groups that share one clipping history: all together, or each its own (icefall)."
-        return [self.param_groups] if self.clip_jointly else [[g] for g in self.param_groups]
+@patch
+def _units(self: ScaledAdam) -> list[list[dict]]:
+    "Parameter groups that share one clipping history: all together, or each its own (icefall)."
+    return [self.param_groups] if self.clip_jointly else [[g] for g in self.param_groups]
 
 # %% ../nbs/10_optim.ipynb #bd52b3d1
 @patch
@@ -294,26 +297,38 @@ class Eden:
         self.batch, self.epoch = 0.0, 0.0
         self._apply()
 
-    def get_lr(self) -> float: return eden_lr(self.batch, self.epoch, self.base_lr, **self.shape)
-    def get_last_lr(self) -> list[float]: return [g["lr"] * g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
-    def _apply(self):
-        for g in self.optimizer.param_groups: g["lr"] = self.get_lr()
+# %% ../nbs/10_optim.ipynb #ac4a1ab2
+@patch
+def get_lr(self: Eden) -> float: return eden_lr(self.batch, self.epoch, self.base_lr, **self.shape)
 
-    def step_batch(self, duration: float | None = None): # None: one optimizer step; else seconds of audio (all GPUs)
-        "Advance the batch clock by one step (or by duration / ref_duration reference batches) and update the lr."
-        if duration is not None and not duration >= 0: raise ValueError(f"batch duration must be >= 0 seconds, got {duration}")
-        self.batch += 1.0 if duration is None else duration / self.ref_duration
-        self._apply()
+@patch
+def get_last_lr(self: Eden) -> list[float]: return [g["lr"] * g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
 
-    def step_epoch(self, epoch: float | None = None): # completed epochs; None: one more
-        "Advance (or set) the epoch clock and update the lr."
-        self.epoch = self.epoch + 1 if epoch is None else float(epoch)
-        self._apply()
+@patch
+def _apply(self: Eden):
+    for g in self.optimizer.param_groups: g["lr"] = self.get_lr()
 
-    def state_dict(self) -> dict: return {"batch": self.batch, "epoch": self.epoch}
-    def load_state_dict(self, state: dict):
-        self.batch, self.epoch = float(state["batch"]), float(state["epoch"])
-        self._apply()
+@patch
+def step_batch(self: Eden, duration: float | None = None): # None: one optimizer step; else seconds of audio (all GPUs)
+    "Advance the batch clock by one step (or by duration / ref_duration reference batches) and update the lr."
+    if duration is not None and not duration >= 0: raise ValueError(f"batch duration must be >= 0 seconds, got {duration}")
+    self.batch += 1.0 if duration is None else duration / self.ref_duration
+    self._apply()
+
+# %% ../nbs/10_optim.ipynb #15c71a5e
+@patch
+def step_epoch(self: Eden, epoch: float | None = None): # completed epochs; None: one more
+    "Advance (or set) the epoch clock and update the lr."
+    self.epoch = self.epoch + 1 if epoch is None else float(epoch)
+    self._apply()
+
+@patch
+def state_dict(self: Eden) -> dict: return {"batch": self.batch, "epoch": self.epoch}
+
+@patch
+def load_state_dict(self: Eden, state: dict):
+    self.batch, self.epoch = float(state["batch"]), float(state["epoch"])
+    self._apply()
 
 # %% ../nbs/10_optim.ipynb #f36d6fcf
 def plot_clocks(steps: int = 40000, cfg: OptimConfig | None = None, max_duration: float = 87.5,

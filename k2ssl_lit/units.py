@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
+from fastcore.basics import patch
 
 from .core import FRAME_HOP, SAMPLE_RATE, console_script
 from .data import attach_labels, cut_labels, encode_labels
@@ -58,34 +59,40 @@ class UnitExtractor:
             log.warning(f"the centroids were fitted on layer {cfg.layer} of {cfg.checkpoint}, used on layer {layer} of {checkpoint}")
         self.checkpoint, self.layer, self.device, self.dedup = str(checkpoint), layer, torch.device(device), dedup
 
-    @classmethod
-    def from_kmeans_dir(cls, kmeans_dir, # written by k2ssl-kmeans --checkpoint ... --layer ...
-                        device: str | torch.device = "cpu", dedup: bool = False) -> UnitExtractor:
-        "The extractor for the checkpoint and layer that the folder's kmeans.yaml records."
-        labeler = KMeansLabeler.load(kmeans_dir)
-        if labeler.config.checkpoint is None:
-            raise ValueError(f"{Path(kmeans_dir) / 'kmeans.yaml'} records no checkpoint: these are {labeler.config.feature!r} "
-                             f"units; give UnitExtractor a checkpoint and layer, or use units fitted with --checkpoint --layer")
-        return cls(labeler.config.checkpoint, labeler.config.layer, labeler, device, dedup)
+# %% ../nbs/13_units.ipynb #43c682ac
+@patch(cls_method=True)
+def from_kmeans_dir(cls: UnitExtractor, kmeans_dir, # written by k2ssl-kmeans --checkpoint ... --layer ...
+                    device: str | torch.device = "cpu", dedup: bool = False) -> UnitExtractor:
+    "The extractor for the checkpoint and layer that the folder's kmeans.yaml records."
+    labeler = KMeansLabeler.load(kmeans_dir)
+    if labeler.config.checkpoint is None:
+        raise ValueError(f"{Path(kmeans_dir) / 'kmeans.yaml'} records no checkpoint: these are {labeler.config.feature!r} "
+                         f"units; give UnitExtractor a checkpoint and layer, or use units fitted with --checkpoint --layer")
+    return cls(labeler.config.checkpoint, labeler.config.layer, labeler, device, dedup)
 
-    @property
-    def k(self) -> int: return self.labeler.k
+@patch(as_prop=True)
+def k(self: UnitExtractor) -> int: return self.labeler.k
 
-    def assign(self, feats, # (T, D) features of one utterance's valid frames
-              ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: # (T,) units, or (units, run lengths) with dedup
-        "Nearest centroid of every frame (exact), then optionally collapse repeats."
-        units = nearest_centroid(feats, self.labeler.centroids, device=self.device)
-        return dedup_units(units) if self.dedup else units
+# %% ../nbs/13_units.ipynb #9aa26f27
+@patch
+def assign(self: UnitExtractor, feats, # (T, D) features of one utterance's valid frames
+          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: # (T,) units, or (units, run lengths) with dedup
+    "Nearest centroid of every frame (exact), then optionally collapse repeats."
+    units = nearest_centroid(feats, self.labeler.centroids, device=self.device)
+    return dedup_units(units) if self.dedup else units
 
-    def __call__(self, waves: torch.Tensor, # (B, N) zero-padded 16 kHz waveforms
-                 lengths=None, # (B,) valid samples; default: all N
-                ) -> list: # per utterance: (num_frames(N_i),) LongTensor, or (units, run lengths) with dedup
-        "Units of every utterance of a padded batch."
-        if waves.ndim != 2: raise ValueError(f"expected (B, N) waveforms, got shape {tuple(waves.shape)}")
-        feats, lens = self.features(waves, lengths)
-        return [self.assign(f[:n]) for f, n in zip(feats, lens.tolist())]
+@patch
+def __call__(self: UnitExtractor, waves: torch.Tensor, # (B, N) zero-padded 16 kHz waveforms
+             lengths=None, # (B,) valid samples; default: all N
+            ) -> list: # per utterance: (num_frames(N_i),) LongTensor, or (units, run lengths) with dedup
+    "Units of every utterance of a padded batch."
+    if waves.ndim != 2: raise ValueError(f"expected (B, N) waveforms, got shape {tuple(waves.shape)}")
+    feats, lens = self.features(waves, lengths)
+    return [self.assign(f[:n]) for f, n in zip(feats, lens.tolist())]
 
-    def __repr__(self): return f"UnitExtractor({self.checkpoint!r}, layer={self.layer}, k={self.k}, dedup={self.dedup})"
+# %% ../nbs/13_units.ipynb #f5403d03
+@patch
+def __repr__(self: UnitExtractor): return f"UnitExtractor({self.checkpoint!r}, layer={self.layer}, k={self.k}, dedup={self.dedup})"
 
 # %% ../nbs/13_units.ipynb #9a4f3c4f
 def _with_dedup_units(cut: Cut, units: dict, key: str, k: int) -> Cut:
