@@ -40,7 +40,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + cfg["min_python"],
     install_requires=split_list("requirements"),
-    extras_require={"dev": split_list("dev_requirements")},
+    extras_require={"dev": split_list("dev_requirements"), "docs": split_list("docs_requirements")},
     entry_points={
         "console_scripts": split_list("console_scripts"),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
