@@ -97,29 +97,33 @@ class ESpeakSynth:
             _ctypes.dlclose(self._lib._handle)
             self._lib = None
 
-    def _reload(self) -> int:
-        "Unload and load the library again so that its static state is reset; return the sample rate."
-        self.close()
-        if _is_loaded(self.lib_path): raise RuntimeError(
-            f"{self.lib_path} stays loaded after dlclose (a second ESpeakSynth in this process?), so eSpeak's state "
-            "cannot be reset; use get_synth() or close() the other engine")
-        lib = self._lib = ctypes.CDLL(self.lib_path)
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        rate = lib.espeak_Initialize(2, 0, self.data_path.encode(), 1)  # synchronous, default buffer, phoneme events
-        if rate <= 0: raise RuntimeError(f"espeak_Initialize failed with data at {self.data_path}")
-        lib.espeak_SetSynthCallback(self._callback)
-        return rate
+# %% ../nbs/01_corpus.ipynb #ea39b22b
+@patch
+def _reload(self: ESpeakSynth) -> int:
+    "Unload and load the library again so that its static state is reset; return the sample rate."
+    self.close()
+    if _is_loaded(self.lib_path): raise RuntimeError(
+        f"{self.lib_path} stays loaded after dlclose (a second ESpeakSynth in this process?), so eSpeak's state "
+        "cannot be reset; use get_synth() or close() the other engine")
+    lib = self._lib = ctypes.CDLL(self.lib_path)
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                 ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    rate = lib.espeak_Initialize(2, 0, self.data_path.encode(), 1)  # synchronous, default buffer, phoneme events
+    if rate <= 0: raise RuntimeError(f"espeak_Initialize failed with data at {self.data_path}")
+    lib.espeak_SetSynthCallback(self._callback)
+    return rate
 
-    def _on_audio(self, wav, n, events):
-        if n > 0: self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        i = 0
-        while events[i].type != _EVENT_LIST_END:
-            if events[i].type == _EVENT_PHONEME:
-                self._phones.append((events[i].id.string.decode("ascii", "replace"), events[i].sample))
-            i += 1
-        return 0  # 0 = keep going
+# %% ../nbs/01_corpus.ipynb #da95d104
+@patch
+def _on_audio(self: ESpeakSynth, wav, n, events):
+    if n > 0: self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+    i = 0
+    while events[i].type != _EVENT_LIST_END:
+        if events[i].type == _EVENT_PHONEME:
+            self._phones.append((events[i].id.string.decode("ascii", "replace"), events[i].sample))
+        i += 1
+    return 0  # 0 = keep going
 
 # %% ../nbs/01_corpus.ipynb #8cf8b73b
 @patch
@@ -247,6 +251,8 @@ on_wednesday on_thursday on_friday on_saturday on_sunday in_the_spring in_the_su
 after_lunch before_dinner at_midnight""".split()]
 _CONJUNCTIONS = [", and", ", but", " because", " while", ", so", " when", " after", " before", ", although",
                  " and then", " until"]
+
+# %% ../nbs/01_corpus.ipynb #67f75ab3
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen \
 seventeen eighteen nineteen".split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from lhotse.features.base import FeatureExtractor, register_extractor
 from lhotse.utils import compute_num_frames_from_samples, compute_num_samples
+from fastcore.basics import patch
 
 from .core import Config, FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, num_frames, padding_mask
 
@@ -288,17 +289,19 @@ class _KaldiExtractor(FeatureExtractor):
         feats, _ = FeatureFn(self.config)(x.to(self.device))
         return _pad_to_lhotse(feats[0].cpu().numpy(), x.shape[1], self.config.hop)
 
-    def extract_batch(self, samples, sampling_rate: int, lengths=None):
-        "Batched extraction (used by CutSet.compute_and_store_features_batch): a list of (T_i, D) arrays."
-        if lengths is None:
-            seqs = [torch.as_tensor(np.asarray(s), dtype=torch.float32).reshape(-1) for s in samples]
-            lengths = torch.tensor([len(s) for s in seqs])
-            samples = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
-        lengths = torch.as_tensor(lengths)
-        for n in lengths.tolist(): self._check(sampling_rate, n)
-        feats, flens = FeatureFn(self.config)(torch.as_tensor(samples).float().to(self.device), lengths)
-        feats = feats.cpu().numpy()
-        return [_pad_to_lhotse(f[:t], n, self.config.hop) for f, t, n in zip(feats, flens.tolist(), lengths.tolist())]
+# %% ../nbs/03_features.ipynb #53565d01
+@patch
+def extract_batch(self: _KaldiExtractor, samples, sampling_rate: int, lengths=None):
+    "Batched extraction (used by CutSet.compute_and_store_features_batch): a list of (T_i, D) arrays."
+    if lengths is None:
+        seqs = [torch.as_tensor(np.asarray(s), dtype=torch.float32).reshape(-1) for s in samples]
+        lengths = torch.tensor([len(s) for s in seqs])
+        samples = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    lengths = torch.as_tensor(lengths)
+    for n in lengths.tolist(): self._check(sampling_rate, n)
+    feats, flens = FeatureFn(self.config)(torch.as_tensor(samples).float().to(self.device), lengths)
+    feats = feats.cpu().numpy()
+    return [_pad_to_lhotse(f[:t], n, self.config.hop) for f, t, n in zip(feats, flens.tolist(), lengths.tolist())]
 
 # %% ../nbs/03_features.ipynb #edb0d95a
 @register_extractor

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import Config, num_frames, num_params, padding_mask
 from .features import normalize_utterances
@@ -54,31 +55,35 @@ class Frontend(nn.Module):
         "Valid output frames for `lengths` valid input steps."
         raise NotImplementedError
 
-    def check_input(self, x, lengths) -> torch.Tensor: # the lengths, as a tensor on x's device
-        "Fail early, with the reason, on a batch this frontend cannot read."
-        name = type(self).__name__
-        if x.dim() != self.input_dims:
-            raise ValueError(f"{name} expects a {self.input_dims}-D batch, got shape {tuple(x.shape)}")
-        if lengths is None: return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
-        lengths = torch.as_tensor(lengths, device=x.device)
-        if lengths.shape != (x.shape[0],):
-            raise ValueError(f"{name}: lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
-        if lengths.numel() and (int(lengths.max()) > x.shape[1] or int(lengths.min()) < 0):
-            raise ValueError(f"{name}: lengths must lie in [0, {x.shape[1]}], got {lengths.tolist()}")
-        return lengths
+# %% ../nbs/07_hubert.ipynb #b61040fb
+@patch
+def check_input(self: Frontend, x, lengths) -> torch.Tensor: # the lengths, as a tensor on x's device
+    "Fail early, with the reason, on a batch this frontend cannot read."
+    name = type(self).__name__
+    if x.dim() != self.input_dims:
+        raise ValueError(f"{name} expects a {self.input_dims}-D batch, got shape {tuple(x.shape)}")
+    if lengths is None: return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+    lengths = torch.as_tensor(lengths, device=x.device)
+    if lengths.shape != (x.shape[0],):
+        raise ValueError(f"{name}: lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
+    if lengths.numel() and (int(lengths.max()) > x.shape[1] or int(lengths.min()) < 0):
+        raise ValueError(f"{name}: lengths must lie in [0, {x.shape[1]}], got {lengths.tolist()}")
+    return lengths
 
-    def forward(self, x: torch.Tensor, # (B, N) waveform or (B, T', F) features, as the subclass expects
-                lengths: torch.Tensor | None = None, # (B,) valid input steps; None: all of x
-                return_penalty: bool = False, # also return the feature penalty
-                grad_mult: float = 1.0, # gradient scale into the layers below the LayerNorm (feature_grad_mult)
-               ): # (B, T, out_dim) frames, (B,) frame counts[, penalty]
-        "LayerNorm-ed 50 Hz frames (zero beyond each end), their counts and, if asked, the feature penalty."
-        lengths = self.check_input(x, lengths)
-        feats = scale_grad(self.features(x, lengths), grad_mult)  # (B, T, out_dim): scale, then penalty and LayerNorm
-        out_lengths = self.output_lengths(lengths)
-        pad = padding_mask(out_lengths, feats.shape[1])
-        out = self.layer_norm(feats).masked_fill(pad[..., None], 0.0)
-        return (out, out_lengths, masked_mean_square(feats, pad)) if return_penalty else (out, out_lengths)
+# %% ../nbs/07_hubert.ipynb #e99b80c9
+@patch
+def forward(self: Frontend, x: torch.Tensor, # (B, N) waveform or (B, T', F) features, as the subclass expects
+            lengths: torch.Tensor | None = None, # (B,) valid input steps; None: all of x
+            return_penalty: bool = False, # also return the feature penalty
+            grad_mult: float = 1.0, # gradient scale into the layers below the LayerNorm (feature_grad_mult)
+           ): # (B, T, out_dim) frames, (B,) frame counts[, penalty]
+    "LayerNorm-ed 50 Hz frames (zero beyond each end), their counts and, if asked, the feature penalty."
+    lengths = self.check_input(x, lengths)
+    feats = scale_grad(self.features(x, lengths), grad_mult)  # (B, T, out_dim): scale, then penalty and LayerNorm
+    out_lengths = self.output_lengths(lengths)
+    pad = padding_mask(out_lengths, feats.shape[1])
+    out = self.layer_norm(feats).masked_fill(pad[..., None], 0.0)
+    return (out, out_lengths, masked_mean_square(feats, pad)) if return_penalty else (out, out_lengths)
 
 # %% ../nbs/07_hubert.ipynb #50d4516e
 def cnn_geometry(kernels: tuple[int, ...], # kernel of each unpadded conv layer
@@ -202,35 +207,40 @@ class WaveformCNN(Frontend):
             self.conv_norms = nn.ModuleList(nn.LayerNorm(C) for _ in cfg.kernels)  # every layer, over channels
         self.layer_norm = nn.LayerNorm(C)
 
-    def output_lengths(self, lengths): return num_frames(lengths, self.window, self.hop)  # floor((N - 400)/320) + 1
-
-    def _norm(self, i, h, channel_last=True): # the LayerNorm of layer i in "layer_norm" mode, else nothing
-        if self.cfg.extractor_mode != "layer_norm": return h
-        return self.conv_norms[i](h) if channel_last else self.conv_norms[i](h.transpose(1, 2)).transpose(1, 2)
-
-    def features(self, x, lengths): # (B, N), (B,) -> (B, T, C) before the LayerNorm
-        if self.cfg.normalize_waveform: x = normalize_utterances(x, lengths)
-        first = self.convs[0]
-        h = first(x[:, None])  # (B, C, T1)
-        if self.cfg.extractor_mode == "group_norm":
-            h = masked_group_norm(h, num_frames(lengths, first.kernel_size[0], first.stride[0]), self.group_norm)
-        impl = self.cfg.conv_impl
-        if impl == "matmul" or (impl == "auto" and x.device.type == "cpu"):
-            h = F.gelu(self._norm(0, h.transpose(1, 2).contiguous()))  # channel-last from here on, contiguous
-            for i, conv in enumerate(self.convs[1:], 1):
-                h = conv1d_matmul(h, conv.weight, conv.stride[0])
-                if conv.bias is not None: h = h + conv.bias
-                h = F.gelu(self._norm(i, h))
-            return h
-        h = F.gelu(self._norm(0, h, channel_last=False))
-        for i, conv in enumerate(self.convs[1:], 1): h = F.gelu(self._norm(i, conv(h), channel_last=False))
-        return h.transpose(1, 2)
-
     def check_input(self, x, lengths):
         if x.dim() == 2 and x.shape[1] < self.window:
             raise ValueError(f"WaveformCNN: waveforms of {x.shape[1]} samples are shorter than one frame "
                              f"({self.window} samples, 25 ms)")
         return super().check_input(x, lengths)
+
+# %% ../nbs/07_hubert.ipynb #950e4eed
+@patch
+def output_lengths(self: WaveformCNN, lengths): return num_frames(lengths, self.window, self.hop)  # floor((N - 400)/320) + 1
+
+@patch
+def _norm(self: WaveformCNN, i, h, channel_last=True): # the LayerNorm of layer i in "layer_norm" mode, else nothing
+    if self.cfg.extractor_mode != "layer_norm": return h
+    return self.conv_norms[i](h) if channel_last else self.conv_norms[i](h.transpose(1, 2)).transpose(1, 2)
+
+# %% ../nbs/07_hubert.ipynb #81601024
+@patch
+def features(self: WaveformCNN, x, lengths): # (B, N), (B,) -> (B, T, C) before the LayerNorm
+    if self.cfg.normalize_waveform: x = normalize_utterances(x, lengths)
+    first = self.convs[0]
+    h = first(x[:, None])  # (B, C, T1)
+    if self.cfg.extractor_mode == "group_norm":
+        h = masked_group_norm(h, num_frames(lengths, first.kernel_size[0], first.stride[0]), self.group_norm)
+    impl = self.cfg.conv_impl
+    if impl == "matmul" or (impl == "auto" and x.device.type == "cpu"):
+        h = F.gelu(self._norm(0, h.transpose(1, 2).contiguous()))  # channel-last from here on, contiguous
+        for i, conv in enumerate(self.convs[1:], 1):
+            h = conv1d_matmul(h, conv.weight, conv.stride[0])
+            if conv.bias is not None: h = h + conv.bias
+            h = F.gelu(self._norm(i, h))
+        return h
+    h = F.gelu(self._norm(0, h, channel_last=False))
+    for i, conv in enumerate(self.convs[1:], 1): h = F.gelu(self._norm(i, conv(h), channel_last=False))
+    return h.transpose(1, 2)
 
 # %% ../nbs/07_hubert.ipynb #2d9e7320
 @dataclass
@@ -367,26 +377,28 @@ class HubertEncoder(nn.Module):
                              cfg.activation_dropout, cfg.layer_norm_first) for _ in range(cfg.num_layers))
         self.apply(_init_linear)
 
-    def forward(self, x: torch.Tensor, # (B, T, in_dim)
-                padding_mask: torch.Tensor | None = None, # (B, T) True on padding
-                output_layers: bool = False, # also return every layer's output
-                max_layer: int | None = None, # stop after this layer (1..num_layers)
-               ): # (B, T, out_dim), list of (B, T, dim) per layer or None
-        if x.dim() != 3 or x.shape[-1] != self.in_dim:
-            raise ValueError(f"HubertEncoder expects (B, T, {self.in_dim}) frames, got shape {tuple(x.shape)}")
-        n = self.num_layers if max_layer is None else max_layer
-        if not 1 <= n <= self.num_layers: raise ValueError(f"max_layer must be in 1..{self.num_layers}, got {max_layer}")
-        if padding_mask is not None: x = x.masked_fill(padding_mask[..., None], 0.0)
-        x = x + self.pos_conv(x)
-        if not self.cfg.layer_norm_first: x = self.layer_norm(x)
-        x = self.dropout(x)
-        skip = (torch.rand(n) < self.cfg.layer_drop).tolist() if self.training else [False] * n
-        layers = []
-        for layer, skipped in zip(self.layers[:n], skip):
-            if not skipped: x = layer(x, padding_mask)
-            if output_layers: layers.append(x)
-        if self.cfg.layer_norm_first and n == self.num_layers: x = self.layer_norm(x)
-        return x, (layers if output_layers else None)
+# %% ../nbs/07_hubert.ipynb #7bce50de
+@patch
+def forward(self: HubertEncoder, x: torch.Tensor, # (B, T, in_dim)
+            padding_mask: torch.Tensor | None = None, # (B, T) True on padding
+            output_layers: bool = False, # also return every layer's output
+            max_layer: int | None = None, # stop after this layer (1..num_layers)
+           ): # (B, T, out_dim), list of (B, T, dim) per layer or None
+    if x.dim() != 3 or x.shape[-1] != self.in_dim:
+        raise ValueError(f"HubertEncoder expects (B, T, {self.in_dim}) frames, got shape {tuple(x.shape)}")
+    n = self.num_layers if max_layer is None else max_layer
+    if not 1 <= n <= self.num_layers: raise ValueError(f"max_layer must be in 1..{self.num_layers}, got {max_layer}")
+    if padding_mask is not None: x = x.masked_fill(padding_mask[..., None], 0.0)
+    x = x + self.pos_conv(x)
+    if not self.cfg.layer_norm_first: x = self.layer_norm(x)
+    x = self.dropout(x)
+    skip = (torch.rand(n) < self.cfg.layer_drop).tolist() if self.training else [False] * n
+    layers = []
+    for layer, skipped in zip(self.layers[:n], skip):
+        if not skipped: x = layer(x, padding_mask)
+        if output_layers: layers.append(x)
+    if self.cfg.layer_norm_first and n == self.num_layers: x = self.layer_norm(x)
+    return x, (layers if output_layers else None)
 
 # %% ../nbs/07_hubert.ipynb #9d5870b6
 def hubert_base() -> HubertEncoderConfig:

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from lhotse import CutSet
+from fastcore.basics import patch
 from fastcore.script import Param
 from lhotse.dataset import DynamicCutSampler
 
@@ -36,6 +37,7 @@ __all__ = ['PRECISIONS', 'CLOCKS', 'SKIP_CHECK_AFTER', 'TrainConfig', 'model_clo
 PRECISIONS = ("fp32", "bf16", "fp16")
 CLOCKS = ("steps", "audio")
 
+# %% ../nbs/11_train.ipynb #17691c90
 @dataclass
 class TrainConfig(Config):
     "Every setting of a pre-training run (saved as exp_dir/train.yaml)."
@@ -84,9 +86,11 @@ class TrainConfig(Config):
             raise InputError(f"max_cut_duration ({self.max_cut_duration}) must be above min_cut_duration ({self.min_cut_duration})")
         if not 0 <= self.max_skipped <= 1: raise InputError(f"max_skipped must be a share in [0, 1], got {self.max_skipped}")
 
-    def model_config(self) -> ModelConfig:
-        "The ModelConfig of this run."
-        return self.model if self.model is not None else model_preset(self.preset, self.num_classes, self.frontend)
+# %% ../nbs/11_train.ipynb #e4a5be7a
+@patch
+def model_config(self: TrainConfig) -> ModelConfig:
+    "The ModelConfig of this run."
+    return self.model if self.model is not None else model_preset(self.preset, self.num_classes, self.frontend)
 
 # %% ../nbs/11_train.ipynb #bc17041e
 def model_clock(step: int, # optimizer steps taken so far (all epochs)

@@ -41,6 +41,7 @@ def schedule(points: Points) -> ScheduledFloat | float:
 _PER_STACK = ("num_layers", "dims", "ff_dims", "heads", "query_head_dim", "value_head_dim", "pos_head_dim",
               "unmasked_dims", "conv_kernels", "downsampling")
 
+# %% ../nbs/06_zipformer.ipynb #a977705b
 @dataclass
 class ZipformerConfig(Config):
     "Zipformer2 encoder, SSL variant (output at the input frame rate); one entry per stack in each tuple."
@@ -86,8 +87,9 @@ class ZipformerConfig(Config):
         if self.bypass_limit not in ("gradient", "projection"):
             raise ValueError(f"bypass_limit must be 'gradient' or 'projection', got {self.bypass_limit!r}")
 
-    @property
-    def num_stacks(self) -> int: return len(self.dims)
+# %% ../nbs/06_zipformer.ipynb #0c532e0c
+@patch(as_prop=True)
+def num_stacks(self: ZipformerConfig) -> int: return len(self.dims)
 
 # %% ../nbs/06_zipformer.ipynb #43a02bfe
 def zipformer_base() -> ZipformerConfig:
@@ -209,24 +211,26 @@ class RelPositionAttentionWeights(nn.Module):
         self.key_whiten = Whiten(heads * query_head_dim, num_groups=heads, whitening_limit=whitening_limit(3.0),
                                  prob=WHITEN_PROB, grad_scale=0.025, clock=self.clock)
 
-    def forward(self, x: torch.Tensor, # (B, T, dim)
-                pos_emb: torch.Tensor, # (2T-1, pos_dim) from RelPositionalEncoding
-                padding_mask: torch.Tensor | None = None, # (B, T) True on padding
-               ) -> torch.Tensor: # (B, H, T, T) weights, rows sum to 1
-        B, T, _ = x.shape
-        H, qd, pd = self.heads, self.qd, self.pd
-        q, k, p = self.in_proj(x).split([H * qd, H * qd, H * pd], dim=-1)
-        k = self.key_whiten(self.key_balancer(k))
-        heads = lambda t, d: t.reshape(B, T, H, d).transpose(1, 2)     # (B, H, T, d)
-        scores = heads(q, qd) @ heads(k, qd).transpose(-1, -2)
-        if not (self.training and float(torch.rand(())) < self.clock(self.pos_emb_skip)):
-            pos = self.pos_proj(pos_emb).reshape(2 * T - 1, H, pd).permute(1, 2, 0)  # (H, pd, 2T-1)
-            scores = scores + rel_to_abs(heads(p, pd) @ pos)
-        if self.training and float(torch.rand(())) < SCORE_PENALTY_PROB:
-            scores = penalize_abs_values_gt(scores, SCORE_LIMIT, SCORE_PENALTY)
-        if padding_mask is not None:
-            scores = scores.masked_fill(padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        return scores.softmax(dim=-1)
+# %% ../nbs/06_zipformer.ipynb #a587f2f5
+@patch
+def forward(self: RelPositionAttentionWeights, x: torch.Tensor, # (B, T, dim)
+            pos_emb: torch.Tensor, # (2T-1, pos_dim) from RelPositionalEncoding
+            padding_mask: torch.Tensor | None = None, # (B, T) True on padding
+           ) -> torch.Tensor: # (B, H, T, T) weights, rows sum to 1
+    B, T, _ = x.shape
+    H, qd, pd = self.heads, self.qd, self.pd
+    q, k, p = self.in_proj(x).split([H * qd, H * qd, H * pd], dim=-1)
+    k = self.key_whiten(self.key_balancer(k))
+    heads = lambda t, d: t.reshape(B, T, H, d).transpose(1, 2)     # (B, H, T, d)
+    scores = heads(q, qd) @ heads(k, qd).transpose(-1, -2)
+    if not (self.training and float(torch.rand(())) < self.clock(self.pos_emb_skip)):
+        pos = self.pos_proj(pos_emb).reshape(2 * T - 1, H, pd).permute(1, 2, 0)  # (H, pd, 2T-1)
+        scores = scores + rel_to_abs(heads(p, pd) @ pos)
+    if self.training and float(torch.rand(())) < SCORE_PENALTY_PROB:
+        scores = penalize_abs_values_gt(scores, SCORE_LIMIT, SCORE_PENALTY)
+    if padding_mask is not None:
+        scores = scores.masked_fill(padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1)
 
 # %% ../nbs/06_zipformer.ipynb #f91352ea
 class SelfAttention(nn.Module):
@@ -450,22 +454,24 @@ class ZipformerStack(nn.Module):
             self.out_bypass = Bypass(self.dim, schedule(cfg.bypass_min), cfg.bypass_max, limit=cfg.bypass_limit,
                                      clock=clock)
 
-    def forward(self, x: torch.Tensor, # (B, T, dim) at 50 Hz
-                padding_mask: torch.Tensor | None = None, # (B, T)
-                feature_mask: torch.Tensor | None = None, # (B, 1, dim) multiplied in after every layer
-                max_layers: int | None = None, # run only this many layers
-               ) -> tuple[torch.Tensor, list[torch.Tensor]]: # (B, T, dim), each layer's output at 50 Hz
-        T, h, pad = x.shape[1], x, padding_mask
-        if self.factor > 1: h, pad = self.downsample(x, padding_mask)
-        pos_emb = self.pos(h.shape[1], h.device, h.dtype)
+# %% ../nbs/06_zipformer.ipynb #ba17b2f1
+@patch
+def forward(self: ZipformerStack, x: torch.Tensor, # (B, T, dim) at 50 Hz
+            padding_mask: torch.Tensor | None = None, # (B, T)
+            feature_mask: torch.Tensor | None = None, # (B, 1, dim) multiplied in after every layer
+            max_layers: int | None = None, # run only this many layers
+           ) -> tuple[torch.Tensor, list[torch.Tensor]]: # (B, T, dim), each layer's output at 50 Hz
+    T, h, pad = x.shape[1], x, padding_mask
+    if self.factor > 1: h, pad = self.downsample(x, padding_mask)
+    pos_emb = self.pos(h.shape[1], h.device, h.dtype)
+    if feature_mask is not None: h = h * feature_mask
+    outs = []
+    for layer in self.layers[:max_layers]:
+        h = layer(h, pos_emb, pad)
         if feature_mask is not None: h = h * feature_mask
-        outs = []
-        for layer in self.layers[:max_layers]:
-            h = layer(h, pos_emb, pad)
-            if feature_mask is not None: h = h * feature_mask
-            outs.append(h)
-        if self.factor == 1: return h, outs
-        return self.out_bypass(x, upsample(h, self.factor, T)), [upsample(o, self.factor, T) for o in outs]
+        outs.append(h)
+    if self.factor == 1: return h, outs
+    return self.out_bypass(x, upsample(h, self.factor, T)), [upsample(o, self.factor, T) for o in outs]
 
 # %% ../nbs/06_zipformer.ipynb #29704308
 def match_channels(x: torch.Tensor, dim: int) -> torch.Tensor:
