@@ -453,78 +453,107 @@ def _ctc_update(model, opt, scaler, batch: dict, cfg: FinetuneConfig, device) ->
 def _dev_entry(step: int, res: dict) -> dict:
     return dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"], empty_share=res["empty_share"])
 
-# %% ../nbs/12_finetune.ipynb #096c8709
+# %% ../nbs/12_finetune.ipynb #404ab63a
+def _ctc_data(cfg: FinetuneConfig, exp: Path) -> tuple:
+    "Read and check the manifests in one pass, before any model is built; build and save the vocabulary."
+    train = load_cuts(cfg.train_cuts, "training")
+    dev = load_cuts(cfg.dev_cuts, "dev") if cfg.dev_cuts else None
+    texts = check_transcripts(train, None, f"training manifest {cfg.train_cuts}")
+    vocab = CharVocab.from_texts(texts["chars"])
+    if dev is not None: check_transcripts(dev, vocab, f"dev manifest {cfg.dev_cuts}")
+    exp.mkdir(parents=True, exist_ok=True); vocab.save(exp / "vocab.json"); cfg.save(exp / "config.yaml")
+    return train, dev, texts, vocab
+
+# %% ../nbs/12_finetune.ipynb #71585857
+def _ctc_start(cfg: FinetuneConfig, vocab_size: int, device) -> tuple:
+    "Model, optimizer and grad scaler, the model clock to start from and the number of steps the encoder stays frozen."
+    model = build_ctc_model(cfg, vocab_size).to(device).train()
+    pretrained = cfg.pretrained is not None
+    clock = cfg.clock_start if cfg.clock_start is not None else pretrained_clock(cfg.pretrained) if pretrained else 0.0
+    model.freeze(encoder=False, frontend=pretrained and cfg.freeze_frontend)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    return model, _optimizer(model, cfg), scaler, clock, cfg.freeze_steps if pretrained else 0
+
+# %% ../nbs/12_finetune.ipynb #e5a1b8cc
+class _Checkpoints:
+    "Writes last.pt, and best.pt when the dev CER (or, without a dev set, the step) is the best yet."
+    def __init__(self, model, vocab, cfg: FinetuneConfig, exp: Path):
+        self.model, self.vocab, self.cfg, self.exp, self.best = model, vocab, cfg, exp, math.inf
+
+    def __call__(self, step: int, dev_result: dict | None) -> Path:
+        extra = dict(step=step, finetune_config=self.cfg.to_dict(), dev=dev_result)
+        last = save_ctc_checkpoint(self.model, self.vocab, self.exp / "last.pt", **extra)
+        score = dev_result["cer"] if dev_result else -step
+        if score <= self.best:
+            self.best = score; save_ctc_checkpoint(self.model, self.vocab, self.exp / "best.pt", **extra)
+        return last
+
+# %% ../nbs/12_finetune.ipynb #2a78d1a9
+class _LossLog:
+    "The mean training loss over each `every` steps, with the learning rate and the time, kept on the device between logs."
+    def __init__(self, every: int, device, progress: bool):
+        self.every, self.progress, self.history = every, progress, []
+        self.total, self.count = torch.zeros((), device=device), 0
+
+    def add(self, step: int, loss: torch.Tensor, lr: float, seconds: float, last: bool):
+        self.total += loss; self.count += 1
+        if step % self.every and not last: return
+        self.history.append(dict(step=step, loss=self.total.item() / self.count, lr=lr, seconds=seconds))
+        self.total.zero_(); self.count = 0
+        if self.progress: print(f"step {step} loss {self.history[-1]['loss']:.3f} ({seconds:.0f} s)")
+
+# %% ../nbs/12_finetune.ipynb #3caec075
+def _ctc_summary(cfg: FinetuneConfig, exp: Path, device, final_dev: dict | None, **run) -> dict:
+    "The run's summary, with the test set decoded from the model the run ends with (summary.json)."
+    summary = dict(run, checkpoint=str(exp / "best.pt"), pretrained=cfg.pretrained,
+                   model=cfg.preset if cfg.pretrained is None else "pretrained")
+    # the result is the model the run ends with, not the best dev checkpoint: a run that ends in the blank phase says so
+    if cfg.test_cuts:
+        summary["test"] = decode(run["last_checkpoint"], cfg.test_cuts, exp / "decode-test", cfg.max_duration, str(device))
+    summary["blank_phase"] = (summary["test"] if cfg.test_cuts else final_dev or {}).get("blank_phase")
+    (exp / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+# %% ../nbs/12_finetune.ipynb #ef73e2b0
 def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     "Fine-tune with CTC as `cfg` says; write checkpoints to cfg.exp_dir; return a summary with the histories."
     seed_everything(cfg.seed)
     device, exp = pick_device(cfg.device), Path(cfg.exp_dir)
-    train = load_cuts(cfg.train_cuts, "training")
-    dev = load_cuts(cfg.dev_cuts, "dev") if cfg.dev_cuts else None
-    texts = check_transcripts(train, None, f"training manifest {cfg.train_cuts}")  # one pass, before any model is built
-    vocab = CharVocab.from_texts(texts["chars"])
-    if dev is not None: check_transcripts(dev, vocab, f"dev manifest {cfg.dev_cuts}")
-    exp.mkdir(parents=True, exist_ok=True); vocab.save(exp / "vocab.json"); cfg.save(exp / "config.yaml")
-    model = build_ctc_model(cfg, len(vocab)).to(device).train()
-    pretrained = cfg.pretrained is not None
-    clock0 = cfg.clock_start if cfg.clock_start is not None else pretrained_clock(cfg.pretrained) if pretrained else 0.0
-    freeze_steps = cfg.freeze_steps if pretrained else 0
-    model.freeze(encoder=False, frontend=pretrained and cfg.freeze_frontend)
-    opt = _optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    ds = CTCDataset(vocab)
-    sampler, loader = _ctc_loader(train, ds, cfg)
-    history, dev_history, infeasible, best = [], [], 0, math.inf
-    loss_sum, n_sum, step, epoch, clock, t0 = torch.zeros((), device=device), 0, 0, 0, clock0, time.time()
+    train, dev, texts, vocab = _ctc_data(cfg, exp)
+    model, opt, scaler, clock, freeze_steps = _ctc_start(cfg, len(vocab), device)
+    ds = CTCDataset(vocab); sampler, loader = _ctc_loader(train, ds, cfg)
+    save, log, dev_history = _Checkpoints(model, vocab, cfg, exp), _LossLog(cfg.log_every, device, progress), []
+    validate = lambda: _validate(model, vocab, dev, cfg, device) if dev is not None else None
+    infeasible, step, epoch, t0 = 0, 0, 0, time.time()
     out_of_time = lambda: cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
-
-    def checkpoint(dev_result):
-        nonlocal best
-        extra = dict(step=step, finetune_config=cfg.to_dict(), dev=dev_result)
-        last = save_ctc_checkpoint(model, vocab, exp / "last.pt", **extra)
-        score = dev_result["cer"] if dev_result else -step
-        if score <= best: best = score; save_ctc_checkpoint(model, vocab, exp / "best.pt", **extra)
-        return last
-
     while step < cfg.max_steps and not out_of_time():
         sampler.set_epoch(epoch); got = 0
-        for batch in loader:
-            if batch is None: continue
+        for batch in (b for b in loader if b is not None):
             got += 1
-            if step in (0, freeze_steps): model.freeze(encoder=step < freeze_steps, frontend=pretrained and cfg.freeze_frontend)
+            if step in (0, freeze_steps):
+                model.freeze(encoder=step < freeze_steps, frontend=cfg.pretrained is not None and cfg.freeze_frontend)
             set_batch_count(model, clock); clock += float(batch["audio_lens"].sum()) / SAMPLE_RATE / 600.0
             done = budget_fraction(step, cfg.max_steps, time.time() - t0, cfg.max_minutes)
             for g in opt.param_groups: g["lr"] = cfg.lr * tri_stage_lr(done, cfg.warmup_frac, cfg.hold_frac, cfg.final_lr_scale)
             loss, bad = _ctc_update(model, opt, scaler, batch, cfg, device)
-            step += 1; loss_sum += loss; n_sum += 1; infeasible += bad
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                history.append(dict(step=step, loss=loss_sum.item() / n_sum, lr=opt.param_groups[0]["lr"],
-                                    seconds=time.time() - t0))
-                loss_sum.zero_(); n_sum = 0
-                if progress: print(f"step {step} loss {history[-1]['loss']:.3f} ({history[-1]['seconds']:.0f} s)")
+            step += 1; infeasible += bad
+            log.add(step, loss, opt.param_groups[0]["lr"], time.time() - t0, last=step == cfg.max_steps)
             if step % cfg.valid_every == 0 and step < cfg.max_steps:
-                res = _validate(model, vocab, dev, cfg, device) if dev is not None else None
-                if res: dev_history.append(_dev_entry(step, res))
+                if (res := validate()): dev_history.append(_dev_entry(step, res))
                 if progress and res: print(f"step {step} dev CER {res['cer']:.3f} WER {res['wer']:.3f}  {res['example']}")
-                checkpoint(res)
+                save(step, res)
             if step >= cfg.max_steps or out_of_time(): break
         if got == 0: raise ValueError(f"{cfg.train_cuts}: no usable training cut (all skipped or none shorter than "
                                       f"max_duration={cfg.max_duration} s)")
         epoch += 1
     seconds = time.time() - t0
-    res = _validate(model, vocab, dev, cfg, device) if dev is not None else None
-    if res: dev_history.append(_dev_entry(step, res))
-    last = checkpoint(res)
+    if (res := validate()): dev_history.append(_dev_entry(step, res))
+    last = save(step, res)
     if infeasible: _log.warning(f"{infeasible} training utterance(s) had more characters than CTC could fit (loss zeroed)")
-    summary = dict(steps=step, epochs=epoch, seconds=seconds, seconds_per_step=seconds / max(step, 1),
-                   history=history, dev=dev_history, best_dev_cer=None if dev is None else best,
-                   checkpoint=str(exp / "best.pt"), last_checkpoint=str(last), vocab_size=len(vocab),
-                   skipped=ds.num_skipped, untranscribed=texts["missing"], infeasible=infeasible, pretrained=cfg.pretrained,
-                   model=cfg.preset if not pretrained else "pretrained")
-    # the result is the model the run ends with, not the best dev checkpoint: a run that ends in the blank phase says so
-    if cfg.test_cuts: summary["test"] = decode(last, cfg.test_cuts, exp / "decode-test", cfg.max_duration, str(device))
-    summary["blank_phase"] = (summary["test"] if cfg.test_cuts else res or {}).get("blank_phase")
-    (exp / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary
+    return _ctc_summary(cfg, exp, device, res, steps=step, epochs=epoch, seconds=seconds, seconds_per_step=seconds / max(step, 1),
+                        history=log.history, dev=dev_history, best_dev_cer=None if dev is None else save.best,
+                        last_checkpoint=str(last), vocab_size=len(vocab), skipped=ds.num_skipped,
+                        untranscribed=texts["missing"], infeasible=infeasible)
 
 # %% ../nbs/12_finetune.ipynb #117bf0f5
 def decode(checkpoint, # a fine-tuned checkpoint (best.pt / last.pt)

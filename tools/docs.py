@@ -6,6 +6,7 @@ from the site itself. `tools/build_docs.sh` runs the three steps:
 
     python tools/docs.py stage   # nbs/*.ipynb -> _docs_src/*.ipynb, executed, nbdev directives applied
     mkdocs build -f tools/mkdocs.yml   # _docs_src/ -> _docs/
+    python tools/docs.py nbdev   # nbdev's own docs processing (what nbdev_docs runs before Quarto) succeeds
     python tools/docs.py check   # every notebook has its page, each page holds its figures, nothing remote
 """
 import argparse, json, multiprocessing, os, re, shutil, subprocess, sys, time
@@ -105,6 +106,16 @@ def stage(workers: int) -> None:
     if failed: sys.exit(f"{len(failed)} notebook(s) failed to run: {', '.join(n for n, _ in failed)}")
 
 
+def nbdev_processing(workers: int) -> None:
+    """Run nbdev's own docs processing (what `nbdev_docs` does before Quarto renders) on every notebook: it runs
+    each notebook's import and export cells on their own, so a cell that mixes imports with other code fails here."""
+    from nbdev.serve import proc_nbs
+    proc_nbs(str(NBS), n_workers=workers, force=True)
+    missing = [nb.name for nb in notebooks() if not (ROOT / "_proc" / nb.name).exists()]
+    if missing: sys.exit(f"nbdev's docs processing left out: {', '.join(missing)}")
+    print(f"nbdev docs processing: {len(notebooks())} notebooks processed into _proc/")
+
+
 def _images(nb: dict) -> int:
     return sum(any(t in o.get("data", {}) for t in IMAGE_TYPES)
                for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
@@ -178,6 +189,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="step", required=True)
     sub.add_parser("stage").add_argument("--workers", type=int, default=2)
+    sub.add_parser("nbdev").add_argument("--workers", type=int, default=2)
     sub.add_parser("check").add_argument("--browser", nargs="*", default=["index.html", "04_masking.html", "10_optim.html"])
     args = ap.parse_args()
-    stage(args.workers) if args.step == "stage" else check(args.browser)
+    {"stage": lambda: stage(args.workers), "nbdev": lambda: nbdev_processing(args.workers),
+     "check": lambda: check(args.browser)}[args.step]()
