@@ -5,6 +5,7 @@
 # %% ../nbs/08_ssl.ipynb #d2216830
 from __future__ import annotations
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -15,7 +16,8 @@ from .core import Config, autocast_for, padding_mask
 from .masking import MaskConfig, SpanMasker
 
 # %% auto #0
-__all__ = ['LinearHead', 'CosineHead', 'make_head', 'SSLConfig', 'SSLOutput', 'masked_prediction_loss', 'SSLModel',
+__all__ = ['OBJECTIVES', 'LinearHead', 'CosineHead', 'make_head', 'OnlineTargetConfig', 'SSLConfig', 'SSLOutput',
+           'masked_prediction_loss', 'masked_regression_loss', 'online_target_layers', 'SSLModel',
            'masked_prediction_sums', 'masked_prediction_rates']
 
 # %% ../nbs/08_ssl.ipynb #9047e895
@@ -41,7 +43,25 @@ def make_head(kind: str, in_dim: int, num_classes: int, temperature: float, fina
     if kind == "cosine": return CosineHead(in_dim, num_classes, temperature, final_dim)
     raise ValueError(f"unknown head {kind!r}: use 'linear' or 'cosine'")
 
+# %% ../nbs/08_ssl.ipynb #532479fc
+@dataclass
+class OnlineTargetConfig(Config):
+    "MT4SSL's online targets (notebook 08b_mt4ssl): an EMA teacher's averaged top layers, regressed on masked frames."
+    top_layers: int = 8                                # teacher layers averaged (all of them when the encoder has fewer)
+    weight: float = 1.0                                # regression loss weight; the cross-entropy weighs 1
+    ema_decay: tuple[float, float] = (0.999, 0.9999)   # EMA decay at the first update, and after the anneal
+    ema_anneal_updates: int = 30_000                   # optimizer updates over which the decay rises linearly
+
+    def __post_init__(self):
+        if self.top_layers < 1: raise ValueError(f"top_layers must be >= 1, got {self.top_layers}")
+        if self.weight < 0: raise ValueError(f"weight must be >= 0, got {self.weight}")
+        lo, hi = self.ema_decay
+        if not 0 <= lo <= hi <= 1: raise ValueError(f"ema_decay must be (start, end) with 0 <= start <= end <= 1, got {self.ema_decay}")
+        if self.ema_anneal_updates < 0: raise ValueError(f"ema_anneal_updates must be >= 0, got {self.ema_anneal_updates}")
+
 # %% ../nbs/08_ssl.ipynb #f342d450
+OBJECTIVES = ("kmeans", "mt4ssl")
+
 @dataclass
 class SSLConfig(Config):
     "The masked-prediction objective around a frontend and an encoder."
@@ -55,6 +75,14 @@ class SSLConfig(Config):
     feature_grad_mult: float = 1.0         # gradient scale into the frontend, below its LayerNorm (HuBERT Base: 0.1)
     dropout_input: float = 0.0             # dropout after the projection, before masking (HuBERT Base: 0.1)
     intermediate_layers: tuple[int, ...] = ()  # extra prediction losses at these encoder layers (1-based)
+    objective: str = "kmeans"              # "kmeans": offline targets; "mt4ssl": plus online targets from an EMA teacher
+    online: OnlineTargetConfig | None = None  # set when objective == "mt4ssl" (None there: the paper's settings)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES: raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "mt4ssl" and self.online is None: self.online = OnlineTargetConfig()
+        if self.objective == "kmeans" and self.online is not None:
+            raise ValueError("online target settings are given but objective is 'kmeans': set objective='mt4ssl' or drop them")
 
 # %% ../nbs/08_ssl.ipynb #5b6c31cc
 @dataclass
@@ -70,6 +98,7 @@ class SSLOutput:
     unmasked_count: int
     logits: torch.Tensor | None = None     # (B, T, C) of the final head
     time_mask: torch.Tensor | None = None  # (B, T) True on masked frames
+    online_loss: torch.Tensor | None = None  # MT4SSL's regression loss on masked frames (with a teacher only)
 
     @property
     def masked_acc(self): return self.masked_correct / max(self.masked_count, 1)
@@ -92,6 +121,24 @@ def masked_prediction_loss(logits: torch.Tensor, # (B, T, C)
                   unmasked_correct=int((hit & unmasked).sum()), unmasked_count=int(unmasked.sum()))
     return mean_over(masked), mean_over(unmasked), counts
 
+# %% ../nbs/08_ssl.ipynb #3420dec5
+def masked_regression_loss(pred: torch.Tensor, # (B, T, D) the student's regression head
+                           target: torch.Tensor, # (B, T, D) the teacher's targets
+                           time_mask: torch.Tensor, # (B, T) True on masked frames
+                           pad: torch.Tensor, # (B, T) True on padding
+                          ) -> torch.Tensor: # scalar
+    "Mean over channels of the squared error, averaged over the masked valid frames."
+    sel = time_mask & ~pad
+    err = (pred.float() - target.float()).pow(2).mean(-1).masked_fill(~sel, 0.0)
+    return err.sum() / sel.sum().clamp(min=1)
+
+def online_target_layers(layer_dims: tuple[int, ...], # width of each encoder layer
+                         top: int, # how many of the last layers form the target
+                        ) -> tuple[list[int], int]: # 1-based layer numbers, common width
+    "The top `top` layers (all when there are fewer) and the narrowest width among them."
+    layers = list(range(max(1, len(layer_dims) - top + 1), len(layer_dims) + 1))
+    return layers, min(layer_dims[l - 1] for l in layers)
+
 # %% ../nbs/08_ssl.ipynb #112155ec
 class SSLModel(nn.Module):
     "Masked prediction of frame labels with any frontend and any encoder."
@@ -107,6 +154,9 @@ class SSLModel(nn.Module):
         self.head = head(encoder.out_dim)
         for layer in cfg.intermediate_layers: self.check_layer(layer, allow_input=False)
         self.layer_heads = nn.ModuleDict({str(l): head(encoder.layer_dims[l - 1]) for l in cfg.intermediate_layers})
+        if cfg.objective == "mt4ssl":  # created last: a k-means model draws the same initial weights as before
+            _, dim = online_target_layers(encoder.layer_dims, cfg.online.top_layers)
+            self.online_head = nn.Linear(encoder.out_dim, dim)
 
 # %% ../nbs/08_ssl.ipynb #f2c98f17
 @patch
@@ -130,10 +180,15 @@ def forward(self: SSLModel, x: torch.Tensor, # (B, N) waveform or (B, T', F) fea
             lengths: torch.Tensor, # (B,) valid length of each input
             labels: torch.Tensor, # (B, T) k-means class per 50 Hz frame
             generator: torch.Generator | None = None,
+            teacher: Callable | None = None, # "mt4ssl": (unmasked frames, padding) -> (B, T, D) targets, no gradient
            ) -> SSLOutput:
     h, pad, penalty = self.embed(x, lengths)
     if labels.shape != pad.shape:
         raise ValueError(f"labels have shape {tuple(labels.shape)} but the frontend gave {tuple(pad.shape)} frames")
+    if teacher is None and self.training and self.cfg.objective == "mt4ssl":
+        raise ValueError("objective 'mt4ssl' trains against a teacher: pass teacher= (08b_mt4ssl.EMATeacher); "
+                         "only evaluation runs without one (the cross-entropy alone)")
+    clean = h  # the unmasked frames: what a teacher reads
     time_mask, channel_mask = self.masker((~pad).sum(1), h.shape[1], h.shape[2], generator)
     h = torch.where(time_mask[..., None], self.mask_emb.to(h.dtype), h)
     if channel_mask is not None: h = h.masked_fill(channel_mask[:, None, :], 0.0)
@@ -147,8 +202,13 @@ def forward(self: SSLModel, x: torch.Tensor, # (B, N) waveform or (B, T', F) fea
             ml, ul, _ = masked_prediction_loss(head(layers[int(name) - 1]), labels, time_mask, pad, w)
             loss = loss + ml + w * ul
         loss = loss / (1 + len(self.layer_heads))
+    online = None
+    if teacher is not None:
+        online = masked_regression_loss(self.online_head(out), teacher(clean.detach(), pad), time_mask, pad)
+        loss = loss + self.cfg.online.weight * online
     loss = loss + self.cfg.feature_penalty * penalty
-    return SSLOutput(loss, masked_loss, unmasked_loss, penalty, **counts, logits=logits, time_mask=time_mask)
+    return SSLOutput(loss, masked_loss, unmasked_loss, penalty, **counts, logits=logits, time_mask=time_mask,
+                     online_loss=online)
 
 # %% ../nbs/08_ssl.ipynb #f025c4c1
 @patch
