@@ -1,34 +1,60 @@
-"""Benchmark: k2ssl_lit's nearest-centroid assignment against scikit-learn's `MiniBatchKMeans.predict`.
+"""Benchmark: k2ssl_lit's exact nearest-centroid assignment against scikit-learn's `MiniBatchKMeans.predict`.
 
 The iteration-2 workload: 1M frames x 768 dims (float32, 3 GB) and 500 centroids. The data are standard normal
 frames (no cluster structure, the hardest case for near ties) and the centroids come from a short MiniBatchKMeans
-fit on 20,000 of them (random init, 10 mini-batches).
+fit on 20,000 of them (random init, 5 passes).
 
 Checks, then timings:
-- our labels equal scikit-learn's `predict` in float64 (its centroids cast to float64) on every frame;
+- our labels equal scikit-learn's `predict` in float64 (its centroids cast to float64) on every frame; any frame
+  where they differ is settled in exact rational arithmetic;
 - scikit-learn's float32 `predict` (its usual mode) may differ on frames whose two best distances are closer than
-  float32 can resolve; the script counts them and shows that each is such a near tie.
-- time of our assignment (float32 pass + float64 on undecided frames, on --device) vs float32 `predict`.
+  float32 can resolve; the script counts them and shows that each is such a near tie;
+- time of ours (float32 pass + float64 on undecided frames against their candidate centroids) and of float32
+  `predict`, interleaved (ours, scikit-learn, ours, ...) `--repeats` times, medians reported, because other work may
+  share the CPU; float64 `predict` once.
 
-    python benchmarks/kmeans_assign.py                  # 1M x 768, k=500, CPU
+    python benchmarks/kmeans_assign.py                  # 1M x 768, k=500, CPU; writes benchmarks/results/
     python benchmarks/kmeans_assign.py --frames 200000  # quicker
     python benchmarks/kmeans_assign.py --device cuda    # our side on a GPU
 """
-import argparse, copy, os, sys, time
+import argparse, copy, datetime, os, platform, subprocess, sys, time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
+from threadpoolctl import threadpool_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-from k2ssl_lit.kmeans import nearest_centroid
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
+from k2ssl_lit.kmeans import float32_distance_error, nearest_centroid
 
 
 def predict64(km, x, chunk=100_000):
     "scikit-learn's predict in float64, chunk by chunk so that the float64 copy stays small."
     km64 = copy.copy(km); km64.cluster_centers_ = km.cluster_centers_.astype(np.float64)
     return np.concatenate([km64.predict(x[s : s + chunk].astype(np.float64)) for s in range(0, len(x), chunk)])
+
+
+def exact_nearest(f, C):
+    "Nearest centroid in exact rational arithmetic, the lowest index on ties."
+    f = [Fraction(float(v)) for v in f]
+    dist = [sum((u - Fraction(float(v))) ** 2 for u, v in zip(f, c)) for c in C]
+    return dist.index(min(dist))
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    blas = ", ".join(sorted({f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info()
+                             if i["user_api"] == "blas"}))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "k2ssl_lit/kmeans.py"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit += " (k2ssl_lit/kmeans.py modified)" if dirty else ""
+    except OSError: commit = "unknown"
+    return (f"{cpu}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, BLAS: {blas}; commit {commit}")
 
 
 def main():
@@ -38,42 +64,61 @@ def main():
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timings of each side")
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/kmeans_assign_<date>.md; '-': none)")
     a = ap.parse_args()
-    print(f"{a.frames} frames x {a.dim} dims float32 ({a.frames * a.dim * 4 / 2**30:.2f} GiB), k={a.k}; "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; device {a.device}")
+    lines = []
+    def say(s=""): print(s, flush=True); lines.append(s)
 
+    say(f"# Exact k-means assignment vs scikit-learn, {datetime.date.today()}")
+    say(f"machine: {machine()}")
+    say(f"{a.frames} frames x {a.dim} dims float32 ({a.frames * a.dim * 4 / 2**30:.2f} GiB), k={a.k}, seed {a.seed}; our side on {a.device}")
     rng = np.random.default_rng(a.seed)
     x = np.empty((a.frames, a.dim), dtype=np.float32)
     for s in range(0, a.frames, 100_000): x[s : s + 100_000] = rng.standard_normal((min(100_000, a.frames - s), a.dim), dtype=np.float32)
     t0 = time.perf_counter()
     km = MiniBatchKMeans(a.k, init="random", n_init=1, max_iter=5, batch_size=10_000, random_state=a.seed,
                          compute_labels=False).fit(x[:20_000])  # k-means++ on 500 x 768 takes minutes on 2 cores
-    print(f"centroids: MiniBatchKMeans on 20,000 frames in {time.perf_counter() - t0:.1f} s")
+    say(f"centroids: MiniBatchKMeans on 20,000 frames in {time.perf_counter() - t0:.1f} s")
 
-    nearest_centroid(x[:20_000], km.cluster_centers_, device=a.device)  # warm-up (threads, CUDA context)
-    km.predict(x[:20_000])
-    st = {}
-    t0 = time.perf_counter(); ours = nearest_centroid(x, km.cluster_centers_, device=a.device, stats=st).numpy(); t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter(); sk32 = km.predict(x); t_sk32 = time.perf_counter() - t0
+    nearest_centroid(x[:20_000], km.cluster_centers_, device=a.device); km.predict(x[:20_000])  # warm-up
+    t_ours, t_sk32, st = [], [], {}
+    for r in range(a.repeats):
+        t0 = time.perf_counter(); ours = nearest_centroid(x, km.cluster_centers_, device=a.device, stats=st).numpy(); t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); sk32 = km.predict(x); t_sk32.append(time.perf_counter() - t0)
+        print(f"  round {r + 1}: ours {t_ours[-1]:.2f} s, scikit-learn float32 {t_sk32[-1]:.2f} s", flush=True)
     t0 = time.perf_counter(); sk64 = predict64(km, x); t_sk64 = time.perf_counter() - t0
 
-    assert (ours == sk64).all(), f"{(ours != sk64).sum()} labels differ from scikit-learn's float64 predict"
-    print(f"labels identical to scikit-learn's float64 predict on all {a.frames} frames "
-          f"({st['float64_frames']} frames ({st['float64_frames'] / a.frames:.1%}) went through our float64 pass)")
+    diff64 = np.flatnonzero(ours != sk64)
+    say(f"float64 pass: {st['float64_frames']} frames ({st['float64_frames'] / a.frames:.2%}) against "
+        f"{st['float64_pairs'] / max(st['float64_frames'], 1):.2f} candidate centroids each on average")
+    if not len(diff64): say(f"labels identical to scikit-learn's float64 predict on all {a.frames} frames")
+    else:
+        say(f"labels differ from scikit-learn's float64 predict on {len(diff64)} frames; in exact arithmetic:")
+        for i in diff64[:20]:
+            e = exact_nearest(x[i], km.cluster_centers_)
+            say(f"  frame {i}: ours {ours[i]}, float64 predict {sk64[i]}, exact {e}")
+        assert all(ours[i] == exact_nearest(x[i], km.cluster_centers_) for i in diff64[:20]), "ours is not the exact nearest"
     diff = np.flatnonzero(sk32 != ours)
-    print(f"scikit-learn's float32 predict differs on {len(diff)} frames ({len(diff) / a.frames:.1e})")
+    say(f"scikit-learn's float32 predict differs from ours on {len(diff)} frames ({len(diff) / a.frames:.1e})")
     if len(diff):
         c = km.cluster_centers_.astype(np.float64); xd = x[diff].astype(np.float64)
         d_ours = ((xd - c[ours[diff]]) ** 2).sum(1); d_sk = ((xd - c[sk32[diff]]) ** 2).sum(1)
         assert (d_ours <= d_sk).all(), "where they differ, our centroid must be at least as near"
-        rel = (d_sk - d_ours) / d_ours
-        bound = 2 * (a.dim + 4) * np.finfo(np.float32).eps * (2 * np.linalg.norm(xd, axis=1) * np.linalg.norm(c, axis=1).max()
-                                                              + (c ** 2).sum(1).max()) / d_ours
-        print(f"  there float32 predict picks a farther centroid by {rel.max():.1e} relative at most "
-              f"(float32 error bound there: {bound.min():.1e} or more): near ties float32 cannot resolve")
-    print(f"time: ours {t_ours:.2f} s ({a.frames / t_ours / 1e6:.2f} M frames/s) | scikit-learn float32 predict "
-          f"{t_sk32:.2f} s | float64 predict {t_sk64:.2f} s")
-    print(f"speed ratio: ours is {t_sk32 / t_ours:.2f}x scikit-learn's float32 predict, {t_sk64 / t_ours:.2f}x its float64 predict")
+        g, eta = float32_distance_error(a.dim)
+        bound = 2 * (g * (2 * np.linalg.norm(xd, axis=1) * np.linalg.norm(c, axis=1).max() + (c ** 2).sum(1).max()) + eta)
+        say(f"  there float32 predict picks a centroid farther by {(d_sk - d_ours).max():.1e} at most (squared distance), "
+            f"inside float32's error bound ({bound.min():.1e} or more): near ties float32 cannot resolve")
+    mo, m32 = float(np.median(t_ours)), float(np.median(t_sk32))
+    say(f"time, median of {a.repeats} interleaved runs (min-max): ours {mo:.2f} s ({min(t_ours):.2f}-{max(t_ours):.2f}), "
+        f"{a.frames / mo / 1e6:.2f} M frames/s | scikit-learn float32 predict {m32:.2f} s ({min(t_sk32):.2f}-{max(t_sk32):.2f}) "
+        f"| float64 predict {t_sk64:.2f} s (once)")
+    say(f"per round, ours / scikit-learn float32: {', '.join(f'{o / s:.2f}' for o, s in zip(t_ours, t_sk32))}")
+    say(f"speed ratio (medians): ours is {m32 / mo:.2f}x scikit-learn's float32 predict, {t_sk64 / mo:.2f}x its float64 predict")
+    if a.out != "-":
+        out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"kmeans_assign_{datetime.date.today()}.md"
+        out.write_text("\n".join(l if l.startswith("#") or l.startswith("  ") else l + "  " for l in lines) + "\n")
+        print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 # %% ../nbs/09_kmeans.ipynb #f7e329d6
 from __future__ import annotations
-import json, logging, math, time, zlib
+import contextlib, json, logging, math, time, zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -16,6 +17,7 @@ from fastcore.script import Param
 from lhotse import CutSet
 from lhotse.cut import Cut
 from sklearn.cluster import MiniBatchKMeans
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .core import Config, FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, console_script, num_frames
@@ -28,9 +30,9 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'KMeansConfig', 'feature_fn_for', 'load_layer_features', 'config_feature_fn', 'iter_features', 'plan_sample',
-           'dump_features', 'fit_kmeans', 'nearest_centroid', 'KMeansLabeler', 'phone_items', 'frame_phones',
-           'phone_vocab', 'UnitQuality', 'cooccurrence', 'unit_quality', 'evaluate_labels', 'plot_cooccurrence',
-           'plot_units', 'units_explorer', 'kmeans_cli']
+           'dump_features', 'fit_kmeans', 'float32_distance_error', 'nearest_centroid', 'KMeansLabeler', 'phone_items',
+           'frame_phones', 'phone_vocab', 'UnitQuality', 'cooccurrence', 'unit_quality', 'evaluate_labels',
+           'plot_cooccurrence', 'plot_units', 'units_explorer', 'kmeans_cli']
 
 # %% ../nbs/09_kmeans.ipynb #ce4a0b6f
 @dataclass
@@ -112,6 +114,7 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         if len(batch) == size: yield batch; batch = []
     if batch: yield batch
 
+# %% ../nbs/09_kmeans.ipynb #1efb3a51
 def _readable(batch: list[Cut], skipped: list | None) -> tuple[list[Cut], list[torch.Tensor]]:
     "The cuts of `batch` whose audio loads, with their waves; the others appended to `skipped` (or an error)."
     cuts, waves = [], []
@@ -122,6 +125,7 @@ def _readable(batch: list[Cut], skipped: list | None) -> tuple[list[Cut], list[t
         skipped.append((c.id, why)); log.warning(f"skipping cut {c.id!r}: {why}")
     return cuts, waves
 
+# %% ../nbs/09_kmeans.ipynb #78837014
 def iter_features(cuts: Iterable[Cut], # cuts to featurize, in this order
                   feature_fn: Callable, # (waves (B, N), lens (B,)) -> (feats (B, T, D), lens (B,))
                   batch_size: int = 16, # cuts per call of feature_fn
@@ -145,6 +149,7 @@ def iter_features(cuts: Iterable[Cut], # cuts to featurize, in this order
                 if not np.isfinite(f[:n]).all(): raise ValueError(f"cut {c.id!r}: its features contain NaN or inf")
                 yield c, f[:n]
 
+# %% ../nbs/09_kmeans.ipynb #05937ad0
 def _check_skipped(skipped: list, total: int, max_skipped: float, what: str) -> None:
     "Fail when more than `max_skipped` of `total` cuts were skipped, naming the first few."
     if total and len(skipped) / total > max_skipped:
@@ -188,6 +193,7 @@ def _feature_dim(feature_fn: Callable, device) -> int:
                          f"and {int(lens[0])} frames instead of {num_frames(SAMPLE_RATE)}")
     return feats.shape[-1]
 
+# %% ../nbs/09_kmeans.ipynb #eccee0af
 def dump_features(cuts: CutSet, # the cuts to sample frames from
                   feature_fn: Callable, # (waves (B, N), lens (B,)) -> (feats (B, T, D), lens (B,)) at 50 Hz
                   cfg: KMeansConfig | None = None, # fraction, sample, max_bytes, seed, and k for the early check
@@ -234,55 +240,124 @@ def fit_kmeans(feats: np.ndarray, # (M, D) float32 dump
                          random_state=cfg.seed, compute_labels=False, verbose=verbose)
     return km.fit(feats)
 
-# %% ../nbs/09_kmeans.ipynb #1f7a3e8e
-def _exact_among(x: torch.Tensor, # (m, D) frames float32 could not decide
-                 c64: torch.Tensor, cn64: torch.Tensor, # (K, D) centroids and (K,) squared norms, float64
-                 cand: torch.Tensor, # (m, K) bool, the centroids that may be nearest
-                 pairs: int = 2**14, # (frame, centroid) pairs per step, to bound memory
-                ) -> torch.Tensor: # (m,) int64
-    "Among each row's candidates, the centroid nearest in float64, the lowest index on ties."
-    rows, cols = cand.nonzero(as_tuple=True)  # sorted by row, then by centroid index
-    x64 = x.double()
-    d = torch.cat([cn64[j] - 2 * (x64[r] * c64[j]).sum(1) for r, j in zip(rows.split(pairs), cols.split(pairs))])
-    m, K = cand.shape
-    row_min = torch.full((m,), float("inf"), dtype=d.dtype, device=d.device).scatter_reduce(0, rows, d, "amin")
-    win = d == row_min[rows]
-    return torch.full((m,), K, device=d.device).scatter_reduce(0, rows[win], cols[win], "amin")
+# %% ../nbs/09_kmeans.ipynb #9da013f3
+_U32 = 2.0**-24  # float32 unit roundoff
 
+def float32_distance_error(dim: int, # D, the feature dimension
+                          ) -> tuple[float, float]: # (γ, η): |error| <= γ (2 ||x|| ||c|| + ||c||²) + η
+    "Rigorous bound on the error of `||c||² - 2 x·c` computed in float32 in any summation order (see the prose)."
+    n = dim + 4
+    if n * _U32 >= 0.5: raise ValueError(f"dim={dim} is too large for a float32 error bound")
+    return n * _U32 / (1 - n * _U32), (dim + 1) * 2.0**-125
+
+# %% ../nbs/09_kmeans.ipynb #1f7a3e8e
+def _float32_numpy(xb: np.ndarray, # (m, D) frames; converted to float32 if they are not
+                   cT2: np.ndarray, # (D, K) float32: -2 × the centroids, transposed (× -2 is exact)
+                   cn32: np.ndarray, # (K,) float32 ||c||²
+                  ) -> tuple[torch.Tensor, ...]: # d (m, K) with each row's minimum set to inf, labels, best, runner-up, ||x||
+    "The float32 pass over one chunk on the CPU: numpy's BLAS product, then argmin and runner-up."
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    d = np.matmul(xb, cT2); d += cn32                      # ||c||² - 2 x·c
+    rows, lab = np.arange(len(d)), d.argmin(1)             # argmin returns a NaN's index: caught by the caller
+    best = d[rows, lab]; d[rows, lab] = np.inf
+    xnorm = np.sqrt(np.einsum("ij,ij->i", xb, xb)) * np.float32(1.001) + np.float32(xb.shape[1] ** 0.5 * 2.0**-63)
+    return tuple(map(torch.from_numpy, (d, lab, best, d.min(1), xnorm)))
+
+def _float32_torch(xb: torch.Tensor, # (m, D) frames, on any device
+                   c32: torch.Tensor, cn32: torch.Tensor, # (K, D) float32 centroids and (K,) ||c||², on the device
+                  ) -> tuple[torch.Tensor, ...]: # as `_float32_numpy`, on the device
+    "The float32 pass over one chunk in torch (GPUs): one addmm, then argmin and runner-up."
+    x32 = xb.to(c32.device, torch.float32)
+    d = torch.addmm(cn32[None], x32, c32.T, alpha=-2)     # ||c||² - 2 x·c
+    best, lab = d.min(1)                                  # min propagates NaN: caught by the caller
+    d[torch.arange(len(d), device=d.device), lab] = float("inf")
+    xnorm = torch.linalg.vector_norm(x32, dim=1) * 1.001 + x32.shape[1] ** 0.5 * 2.0**-63
+    return d, lab, best, d.amin(1), xnorm
+
+# %% ../nbs/09_kmeans.ipynb #1f04698c
+def _candidates(d: torch.Tensor, # (m, K) float32 distances ||c||² - 2 x·c, each row's minimum set to inf
+                lab: torch.Tensor, best: torch.Tensor, second: torch.Tensor, # (m,) argmin, minimum, runner-up
+                xnorm: torch.Tensor, # (m,) ||x||, rounded up
+                cnorm: torch.Tensor, cn: torch.Tensor, # (K,) float64 ||c|| (rounded up) and ||c||²
+                g: float, eta: float, # from `float32_distance_error`
+               ) -> tuple[torch.Tensor, torch.Tensor]: # rows float32 cannot decide (u,), their candidates (u, K) bool
+    "The frames whose float32 distances leave more than one centroid possibly nearest, with those centroids."
+    xn = xnorm.double()
+    reach = 2 * (g * (2 * xn * cnorm.max() + cn.max()) + eta)            # twice the largest error in the row
+    rows = ((second.double() - best.double()) <= reach).nonzero().squeeze(1)
+    du = d[rows].double()
+    du[torch.arange(len(rows), device=du.device), lab[rows]] = best[rows].double()  # the minimum back in place
+    err = g * (2 * xn[rows, None] * cnorm + cn) + eta                    # (u, K) per-centroid bounds
+    cand = du - err <= (du + err).amin(1, keepdim=True)
+    keep = cand.sum(1) > 1
+    return rows[keep], cand[keep]
+
+# %% ../nbs/09_kmeans.ipynb #84d0db80
+def _nearest_among(x: torch.Tensor, # (m, D) frames, any float dtype
+                   c64: torch.Tensor, # (K, D) float64 centroids, on x's device
+                   cand: torch.Tensor, # (m, K) bool: the centroids that may be nearest (at least one per row)
+                   budget: int = 2**21, # float64 numbers per gathered block, to bound memory
+                  ) -> torch.Tensor: # (m,) int64
+    "Among each row's candidates, the centroid nearest by ||x - c||² in float64; the lowest index on ties."
+    K, counts = len(c64), cand.sum(1)
+    order = counts.argsort()                          # rows with as many candidates side by side: little padding
+    out, s = torch.empty(len(x), dtype=torch.long, device=x.device), 0
+    while s < len(x):
+        b = max(1, min(len(x) - s, budget // (int(counts[order[s]]) * x.shape[1])))
+        r = order[s : s + b]
+        while b > 1 and int(counts[r].max()) * b * x.shape[1] > budget: b //= 2; r = r[:b]
+        cb = cand[r]; p = int(cb.sum(1).max())
+        idx = torch.sort((~cb).to(torch.uint8), dim=1, stable=True).indices[:, :p]  # candidates first, in index order
+        idx = torch.where(cb.gather(1, idx), idx, idx[:, :1])                      # padded with the first candidate
+        diff = c64[idx] - x[r].double()[:, None]                                   # (b, p, D)
+        d = (diff * diff).sum(2)
+        out[r] = torch.where(d == d.amin(1, keepdim=True), idx, K).amin(1)
+        s += b
+    return out
+
+# %% ../nbs/09_kmeans.ipynb #188accc5
 def nearest_centroid(x, # (N, D) features, numpy or torch, any float dtype
                      centroids, # (K, D)
                      chunk_size: int = 4096, # frames per matrix product
                      device: str | torch.device | None = None, # default: x's device
-                     stats: dict | None = None, # if given, receives "float64_frames": frames float32 could not decide
+                     stats: dict | None = None, # if given, receives "float64_frames" and "float64_pairs"
                     ) -> torch.Tensor: # (N,) int64 on the CPU
     "Index of the nearest centroid of every row of x, exact: float32, then float64 where float32 cannot decide."
     x, c = torch.as_tensor(x), torch.as_tensor(centroids)
     if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1]:
         raise ValueError(f"expected x (N, D) and centroids (K, D), got {tuple(x.shape)} and {tuple(c.shape)}")
     dev = torch.device(device) if device is not None else x.device
-    c64 = c.to(dev, torch.float64); cn64 = (c64 * c64).sum(1)
-    if not torch.isfinite(cn64).all(): raise ValueError("centroids contain NaN or inf")
-    c32, cn32, cmax, cnmax = c64.float(), cn64.float(), cn64.max().sqrt().item(), cn64.max().item()
-    slack = (c.shape[1] + 4) * torch.finfo(torch.float32).eps  # twice the worst-case relative error
-    labels, prec, redone = torch.empty(len(x), dtype=torch.long), torch.get_float32_matmul_precision(), 0
-    torch.set_float32_matmul_precision("highest")  # no TF32: the bound assumes true float32 products
+    c64 = c.detach().to(dev, torch.float64); cn = (c64 * c64).sum(1)
+    if not torch.isfinite(cn).all(): raise ValueError("centroids contain NaN or inf")
+    g, eta = float32_distance_error(c.shape[1])
+    cnorm, c32, cn32 = cn.sqrt() * (1 + 1e-9), c64.float(), cn.float()
+    on_cpu, x = dev.type == "cpu", x.detach()
+    cT2 = (-2 * c32).T.contiguous().cpu().numpy() if on_cpu else None
+    labels, redone = torch.empty(len(x), dtype=torch.long), [0, 0]
+
+    def chunk(s):  # the float32 pass: labels where it decides, (rows, candidates) where it does not
+        xb = x[s : s + chunk_size]
+        d, lab, best, second, xn = _float32_numpy(xb.cpu().numpy(), cT2, cn32.numpy()) if on_cpu else _float32_torch(xb, c32, cn32)
+        if not torch.isfinite(best).all(): raise ValueError(f"rows {s}..{s + len(xb) - 1}: NaN, inf or overflow in features")
+        labels[s : s + len(xb)] = lab.cpu()
+        rows, cand = _candidates(d, lab, best, second, xn, cnorm, cn, g, eta)
+        return s + rows, cand
+
+    workers = torch.get_num_threads() if on_cpu else 1  # CPU: one chunk per thread, single-threaded BLAS
+    wave = chunk_size * workers * 4                     # chunks between float64 passes: bounds the candidates' memory
+    prec = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")       # no TF32: the bound assumes true float32 products
     try:
-        for s in range(0, len(x), chunk_size):
-            xb = x[s : s + chunk_size].to(dev); x32 = xb.float()
-            d = torch.addmm(cn32[None], x32, c32.T, alpha=-2)              # ||c||² - 2 x·c in float32
-            best, lab = d.min(1)                                           # min propagates NaN
-            if not torch.isfinite(best).all(): raise ValueError(f"rows {s}..{s + len(xb) - 1}: NaN, inf or overflow in features")
-            reach = best + 2 * slack * (2 * x32.norm(dim=1) * 1.001 * cmax + cnmax)  # candidates: d <= reach
-            unsure = d.scatter_(1, lab[:, None], float("inf")).amin(1) <= reach       # a second candidate?
-            if unsure.any():
-                redone += int(unsure.sum())
-                cand = d[unsure] <= reach[unsure, None]
-                cand[torch.arange(len(cand), device=dev), lab[unsure]] = True
-                lab[unsure] = _exact_among(xb[unsure], c64, cn64, cand)
-            labels[s : s + len(xb)] = lab.cpu()
+        with threadpool_limits(1, "blas") if on_cpu else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
+            for w in range(0, len(x), wave):
+                found = list(pool.map(chunk, range(w, min(w + wave, len(x)), chunk_size)))
+                rows, cand = torch.cat([r for r, _ in found]), torch.cat([m for _, m in found])
+                if len(rows):
+                    labels[rows.cpu()] = _nearest_among(x[rows.cpu()].to(dev), c64, cand).cpu()
+                    redone[0] += len(rows); redone[1] += int(cand.sum())
     finally:
         torch.set_float32_matmul_precision(prec)
-    if stats is not None: stats["float64_frames"] = redone
+    if stats is not None: stats.update(float64_frames=redone[0], float64_pairs=redone[1])
     return labels
 
 # %% ../nbs/09_kmeans.ipynb #d6dfb11b
@@ -382,6 +457,7 @@ class UnitQuality:
 
     def to_dict(self) -> dict: return dict(phone_purity=self.phone_purity, cluster_purity=self.cluster_purity, pnmi=self.pnmi)
 
+# %% ../nbs/09_kmeans.ipynb #ae202c59
 def cooccurrence(phones: np.ndarray, # (F,) phone ids, -1 for unknown (skipped)
                  units: np.ndarray, # (F,) unit ids
                  n_phones: int, n_units: int,
@@ -394,6 +470,7 @@ def cooccurrence(phones: np.ndarray, # (F,) phone ids, -1 for unknown (skipped)
         raise ValueError(f"ids out of range: phones need 0..{n_phones - 1}, units 0..{n_units - 1}")
     return np.bincount(phones[ok] * n_units + units[ok], minlength=n_phones * n_units).reshape(n_phones, n_units)
 
+# %% ../nbs/09_kmeans.ipynb #18a1b38a
 def unit_quality(counts: np.ndarray, # (phones, units) joint frame counts
                  phones: list | None = None, # names of the rows
                 ) -> UnitQuality:
@@ -448,6 +525,7 @@ def plot_cooccurrence(q: UnitQuality, # from `unit_quality` or `evaluate_labels`
            title=title or f"p(phone | unit): PNMI {q.pnmi:.3f}, phone purity {q.phone_purity:.3f}")
     return ax
 
+# %% ../nbs/09_kmeans.ipynb #8c05adc6
 def plot_units(cut: Cut, # a cut with a phone alignment
                units, # (num_frames(N),) units of the cut
                seconds: float | None = None, # show only the first `seconds`
@@ -503,6 +581,7 @@ def _manifest_size(path: Path) -> int:
     "Cuts in a manifest, reading it to the end now: a missing, empty or truncated file fails before any work."
     return sum(1 for _ in checked_cuts(read_manifest(path), f"cuts manifest {path}"))
 
+# %% ../nbs/09_kmeans.ipynb #b60ea2b3
 def _kmeans(cuts, out, feature, checkpoint, layer, k, fraction, sample, max_bytes, seed, n_init, max_iter, label,
             batch_size, device, quiet, max_skipped) -> dict:
     "The work of `kmeans_cli`; bad input raises InputError (or FileNotFoundError) before anything is written."
@@ -535,6 +614,7 @@ def _kmeans(cuts, out, feature, checkpoint, layer, k, fraction, sample, max_byte
     if any(skipped.values()): (out / "skipped.json").write_text(json.dumps({k: v for k, v in skipped.items() if v}, indent=1))
     return results
 
+# %% ../nbs/09_kmeans.ipynb #2a6b9e7b
 @console_script
 def kmeans_cli(cuts: str, # cuts manifest to fit on, e.g. corpus/train_cuts.jsonl.gz
                out: str = "kmeans", # output folder: centroids.pt, kmeans.yaml, labelled manifests, metrics.json
