@@ -20,10 +20,11 @@ from lhotse.dataset import DynamicCutSampler
 from .core import Config, SAMPLE_RATE, autocast_for, console_script, pick_device, seed_everything
 from .data import (InputError, SSLDataset, filter_duration, make_dataloader, make_sampler, read_manifest,
                             try_load_wave, validate_labels)
+from .mt4ssl import EMATeacher, with_objective
 from .optim import OptimConfig, build_optimizer, reference_batches
 from .presets import ModelConfig, atomic_save, build_model, load_checkpoint, model_preset
 from .scaling import load_whiten_state, set_batch_count, whiten_state
-from .ssl import masked_prediction_rates, masked_prediction_sums
+from .ssl import OBJECTIVES, OnlineTargetConfig, masked_prediction_rates, masked_prediction_sums
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'CLOCKS', 'SKIP_CHECK_AFTER', 'TrainConfig', 'model_clock', 'DistInfo', 'init_distributed',
@@ -45,6 +46,8 @@ class TrainConfig(Config):
     model: ModelConfig | None = None        # full model configuration (overrides preset/num_classes/frontend)
     num_classes: int = 100                  # k of the k-means labels
     frontend: str | None = None             # "cnn" or "fbank"; None: the preset's default
+    objective: str | None = None            # "kmeans" or "mt4ssl" (plus an EMA teacher's targets); None: the model's
+    online: OnlineTargetConfig | None = None  # MT4SSL settings; None: the model's, else the paper's
     train_cuts: str = ""                    # labelled cuts: a .jsonl(.gz) manifest or a lhotse Shar folder
     dev_cuts: str | None = None             # the same for validation; None: no validation
     label_key: str = "kmeans"               # cut.custom field with the labels
@@ -77,6 +80,8 @@ class TrainConfig(Config):
 
     def __post_init__(self):  # InputError (a ValueError): the command prints it on one line
         if self.precision not in PRECISIONS: raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise InputError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.schedule_clock not in CLOCKS: raise InputError(f"schedule_clock must be one of {CLOCKS}, got {self.schedule_clock!r}")
         for name in ("accum_grad", "model_clock_every", "keep_last", "max_bad_steps", "checkpoint_every", "log_every"):
             if not getattr(self, name) >= 1: raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -90,7 +95,10 @@ class TrainConfig(Config):
 @patch
 def model_config(self: TrainConfig) -> ModelConfig:
     "The ModelConfig of this run."
-    return self.model if self.model is not None else model_preset(self.preset, self.num_classes, self.frontend)
+    cfg = self.model if self.model is not None else model_preset(self.preset, self.num_classes, self.frontend)
+    objective = self.objective or cfg.ssl.objective
+    if objective == cfg.ssl.objective and self.online is None: return cfg
+    return with_objective(cfg, objective, self.online)
 
 # %% ../nbs/11_train.ipynb #bc17041e
 def model_clock(step: int, # optimizer steps taken so far (all epochs)
@@ -307,34 +315,38 @@ def _sync_grads(model: torch.nn.Module, info: DistInfo):
 # %% ../nbs/11_train.ipynb #f77dd2d9
 class _Step:
     "Accumulates the micro-batches of one optimizer step."
-    def __init__(self): self.loss, self.correct, self.count, self.seconds, self.n, self.nonfinite, self.synced = 0.0, 0, 0, 0.0, 0, 0, False
+    def __init__(self):
+        self.loss, self.correct, self.count, self.seconds, self.n, self.nonfinite, self.synced = 0.0, 0, 0, 0.0, 0, 0, False
+        self.online = 0.0  # MT4SSL's regression loss (0 without a teacher)
 
 def micro_step(model, ddp, batch: dict, acc: _Step, cfg: TrainConfig, clock: float, scaler, info: DistInfo, last: bool,
-               step: int):
+               step: int, teacher: EMATeacher | None = None):
     "Forward and backward of one micro-batch (the model's clock set to `clock` first), accumulated into `acc`."
     set_batch_count(model, clock)
     sync = contextlib.nullcontext() if last or not info.distributed else ddp.no_sync()
     dev = info.device
     with sync:
         with autocast_for(dev, cfg.precision):
-            out = ddp(batch["audio"].to(dev), batch["audio_lens"].to(dev), batch["labels"].to(dev))
+            out = ddp(batch["audio"].to(dev), batch["audio_lens"].to(dev), batch["labels"].to(dev),
+                      **({"teacher": teacher} if teacher is not None else {}))
         loss = out.loss.float()
         scaler.scale(loss / cfg.accum_grad).backward()
     acc.synced |= last
     acc.loss += float(loss.detach()); acc.n += 1; acc.nonfinite += int(not math.isfinite(float(loss.detach())))
     acc.correct += out.masked_correct; acc.count += out.masked_count
+    if out.online_loss is not None: acc.online += float(out.online_loss.detach())
     acc.seconds += float(batch["audio_lens"].sum()) / SAMPLE_RATE
 
 # %% ../nbs/11_train.ipynb #b274f90a
 def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, state: TrainState, info: DistInfo,
-                   over_time: bool, interrupted: bool = False) -> dict:
+                   over_time: bool, interrupted: bool = False, teacher: EMATeacher | None = None) -> dict:
     "Agree across ranks, then update (or skip a non-finite step); returns the step's numbers."
     if cfg.schedule_clock == "steps": sched.step_batch()  # the step runs at the lr of its own index (first: 1)
     if info.distributed and not acc.synced: _sync_grads(model, info)
     if cfg.precision == "fp16": scaler.unscale_(opt)
     grads_ok = _grads_finite(model)
     v = _all_sum(torch.tensor([acc.loss, acc.n, acc.correct, acc.count, acc.seconds, acc.nonfinite, int(over_time),
-                               int(interrupted)],
+                               int(interrupted), acc.online],
                               dtype=torch.float64, device=info.device), info).tolist()
     bad_loss = v[5] > 0 or not math.isfinite(v[0])
     bad = bad_loss or (not grads_ok and cfg.precision != "fp16")
@@ -342,12 +354,14 @@ def optimizer_step(model, opt, sched, scaler, acc: _Step, cfg: TrainConfig, stat
         if cfg.precision == "fp16": scaler.update()
     else:
         scaler.step(opt); scaler.update()
+        if teacher is not None: teacher.update(model.encoder)  # the same on every rank: so are the student's weights
         if cfg.schedule_clock == "audio": sched.step_batch(v[4])
     opt.zero_grad(set_to_none=True)
     state.step += 1
     state.bad_run, state.bad_total = (state.bad_run + 1, state.bad_total + 1) if bad else (0, state.bad_total)
     return dict(loss=v[0] / max(v[1], 1), masked_acc=v[2] / max(v[3], 1), seconds=v[4], bad=bad,
-                overflow=not grads_ok and not bad, over_time=v[6] > 0, interrupted=v[7] > 0)
+                overflow=not grads_ok and not bad, over_time=v[6] > 0, interrupted=v[7] > 0,
+                online_loss=v[8] / max(v[1], 1))
 
 # %% ../nbs/11_train.ipynb #c553cd10
 @torch.no_grad()
@@ -427,10 +441,14 @@ def _gather(obj, info: DistInfo) -> list:
     dist.all_gather_object(out, obj)
     return out
 
-def make_checkpoint(model, opt, sched, scaler, state: TrainState, cfg: TrainConfig, info: DistInfo) -> dict:
+def make_checkpoint(model, opt, sched, scaler, state: TrainState, cfg: TrainConfig, info: DistInfo,
+                    teacher: EMATeacher | None = None) -> dict:
     "Everything a resume needs (call on every rank: the generator states are gathered)."
     rngs, whitens = _gather(rng_state(), info), _gather(whiten_state(model), info)
-    return {"model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+    mt4ssl = {} if teacher is None else {  # the teacher's weights and EMA step; a checksum per rank shows they agree
+        "teacher": teacher.state_dict(), "ema_step": int(teacher.num_updates),
+        "teacher_rank_sums": _gather(float(sum(p.double().sum() for p in teacher.parameters())), info)}
+    return mt4ssl | {"model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "state": asdict(state),
             "model_clock": (reference_batches(state.step, cfg.max_duration, info.world_size, cfg.optim.ref_duration,
                                               cfg.accum_grad) if cfg.schedule_clock == "steps" else sched.batch),
@@ -479,6 +497,10 @@ class _Run:
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
+        self.teacher = None  # MT4SSL's: built after DDP's broadcast of rank 0's weights, outside DDP and the optimizer
+        if self.model.cfg.objective == "mt4ssl":
+            self.teacher = EMATeacher(self.model.encoder, self.model.cfg.online).to(info.device)
+            if self.ckpt: self.teacher.load_state_dict(self.ckpt["teacher"])
         self.sampler = make_sampler(train_cuts, cfg.max_duration, cfg.num_buckets, shuffle=True,
                                     drop_last=True, seed=cfg.seed, world_size=info.world_size, rank=info.rank)
         self.dataset = _CountingDataset(SSLDataset("crop", cfg.label_key, cfg.max_samples))
@@ -496,7 +518,7 @@ class _Run:
 def _save(run: _Run) -> Path | None:
     "Checkpoint now (every rank calls; rank 0 writes), unless too many cuts were skipped."
     run.check_skipped()  # every rank holds the same counts: all raise together
-    ck = make_checkpoint(run.model, run.opt, run.sched, run.scaler, run.state, run.cfg, run.info)
+    ck = make_checkpoint(run.model, run.opt, run.sched, run.scaler, run.state, run.cfg, run.info, run.teacher)
     path = save_checkpoint(ck, run.exp, run.state.step, run.cfg.keep_last) if run.info.is_main else None
     run.last_saved = run.state.step
     if run.info.distributed: dist.barrier()
@@ -528,6 +550,7 @@ def _after_step(run: _Run, r: dict, t0: float, pbar) -> str | None:
     if st.step % cfg.log_every == 0 and not r["bad"]:
         entry = dict(step=st.step, epoch=st.epoch, time=time.time() - t0, loss=r["loss"], masked_acc=r["masked_acc"],
                      lr=run.sched.get_lr(), seconds=r["seconds"], cuts_skipped=st.cuts_skipped)
+        if run.teacher is not None: entry |= dict(online_loss=r["online_loss"], ema_decay=run.teacher.decay)
         run.history.append(entry); run.log("train", **entry)
         if pbar is not None: pbar.set_postfix(loss=f"{r['loss']:.3f}", acc=f"{r['masked_acc']:.3f}")
     if st.cuts_seen >= SKIP_CHECK_AFTER: run.check_skipped()
@@ -543,7 +566,7 @@ def _step(run: _Run, acc: _Step, t0: float, pbar) -> str | None:
     "The optimizer step closing a group of micro-batches, then the bookkeeping; the reason to stop, if any."
     over = bool(run.cfg.max_minutes) and time.time() - t0 > 60 * run.cfg.max_minutes
     r = optimizer_step(run.model, run.opt, run.sched, run.scaler, acc, run.cfg, run.state, run.info, over,
-                       interrupted=run.signals.signum is not None)
+                       interrupted=run.signals.signum is not None, teacher=run.teacher)
     if pbar is not None: pbar.update(1)
     return _after_step(run, r, t0, pbar)
 
@@ -565,7 +588,7 @@ def _run_epoch(run: _Run, t0: float, pbar) -> str | None:
             clock = (model_clock(st.step, st.batches_done // cfg.accum_grad, cfg, info.world_size)
                      if cfg.schedule_clock == "steps" else run.sched.batch)
             micro_step(run.model, run.ddp, batch, acc, cfg, clock, run.scaler, info,
-                       last=micro + 1 == cfg.accum_grad, step=st.step)
+                       last=micro + 1 == cfg.accum_grad, step=st.step, teacher=run.teacher)
         else: st.empty_batches += 1
         _log_batch(run, None if batch["empty"] else batch, micro)
         st.batches_done += 1; micro += 1
@@ -622,7 +645,8 @@ def _summary(run: _Run, stop: str, seconds: float, steps: int) -> dict:
                last_checkpoint=str(paths[-1]) if paths else None, resumed_from=str(run.ckpt_path) if run.ckpt_path else None,
                cuts_seen=st.cuts_seen, cuts_skipped=st.cuts_skipped, empty_batches=st.empty_batches, data=run.data,
                moved_aside=str(run.moved) if run.moved else None,
-               signal=signal.Signals(run.signals.signum).name if run.signals.signum else None)
+               signal=signal.Signals(run.signals.signum).name if run.signals.signum else None,
+               objective=run.model.cfg.objective, ema_step=int(run.teacher.num_updates) if run.teacher is not None else None)
     run.log("end", st.step, **{k: v for k, v in out.items() if k != "history"})
     run.log.close()
     if run.batch_log is not None: run.batch_log.close()
@@ -660,6 +684,8 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
                  max_steps: int = None, max_epochs: int = None, max_minutes: float = None,
                  accum_grad: int = None, precision: str = None, # fp32, bf16 or fp16
                  num_workers: int = None, device: str = None, seed: int = None,
+                 objective: str = None, # "kmeans" (the default: k-means units) or "mt4ssl" (plus an EMA teacher's targets)
+                 ema_anneal_updates: int = None, # mt4ssl: updates over which the EMA decay rises (default 30000)
                  set: Param("more overrides, key=value, YAML values; repeat the flag: --set optim.base_lr=0.02 "
                             "--set 'optim.betas=[0.9, 0.95]'", str, action="append") = None,
                  fresh: bool = False, # start a new run: move exp_dir's old run into exp_dir/previous-<date-time>/
@@ -668,7 +694,7 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
     try: res = _pretrain(config, dict(preset=preset, num_classes=num_classes, train_cuts=train_cuts, dev_cuts=dev_cuts,
                          exp_dir=exp_dir, max_duration=max_duration, max_steps=max_steps, max_epochs=max_epochs,
                          max_minutes=max_minutes, accum_grad=accum_grad, precision=precision, num_workers=num_workers,
-                         device=device, seed=seed), set, fresh)
+                         device=device, seed=seed, objective=objective), set, fresh, ema_anneal_updates)
     except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-pretrain: {e}") from None
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, indent=1))
@@ -676,9 +702,11 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
         raise SystemExit(128 + int(getattr(signal.Signals, res["signal"] or "SIGTERM")))
 
 # %% ../nbs/11_train.ipynb #44c897a7
-def _pretrain(config, options: dict, overrides, fresh: bool) -> dict:
+def _pretrain(config, options: dict, overrides, fresh: bool, ema_anneal_updates: int | None = None) -> dict:
     cfg = TrainConfig.load(config) if config else TrainConfig()
     given = {k: v for k, v in options.items() if v is not None}
+    if ema_anneal_updates is not None:
+        given["online"] = (cfg.online.to_dict() if cfg.online else {}) | {"ema_anneal_updates": ema_anneal_updates}
     cfg = apply_overrides(TrainConfig.from_dict(cfg.to_dict() | given), overrides)
     if fresh: cfg.resume = False
     if not cfg.train_cuts: raise InputError("give train_cuts (in --config or --train_cuts)")
