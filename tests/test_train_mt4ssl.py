@@ -1,0 +1,87 @@
+"""The trainer with MT4SSL's EMA teacher (objective "mt4ssl"): k steps + resume + k steps equals 2k steps straight,
+student and teacher alike, with the EMA step restored; two torchrun gloo ranks keep identical teachers; the
+`k2ssl-pretrain --objective mt4ssl` flag reaches the model and the checkpoint. CPU, tiny model, random labels."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import torch
+
+from k2ssl_lit.optim import OptimConfig
+from k2ssl_lit.presets import load_checkpoint, load_pretrained
+from k2ssl_lit.train import TrainConfig, latest_checkpoint, open_cuts, train
+
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _cfg(manifest, exp, **kw) -> TrainConfig:
+    optim = OptimConfig(base_lr=0.02, warmup_batches=3, lr_batches=100, lr_epochs=10, ref_duration=20.0)
+    base = dict(preset="zipformer_tiny", num_classes=20, train_cuts=str(manifest), exp_dir=str(exp), max_samples=16_000,
+                max_duration=20.0, accum_grad=1, num_buckets=10, optim=optim, log_every=1, progress=False,
+                log_batches=True, device="cpu", objective="mt4ssl")
+    return TrainConfig(**(base | kw))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[n].float() - b[n].float()).abs().max()) for n in a)
+
+
+def test_resume_with_teacher_equals_straight(manifest, tmp_path):
+    "2k steps straight == k steps, stop, resume, k more: student, teacher, EMA step and losses (fp32)."
+    small = tmp_path / "small.jsonl.gz"
+    open_cuts(manifest).subset(first=8).to_eager().to_file(small)  # 3 batches per epoch: 2k crosses an epoch
+    k = 3
+    kw = dict(train_cuts=str(small), num_buckets=4, checkpoint_every=100, max_epochs=5)
+    a = train(_cfg(manifest, tmp_path / "straight", max_steps=2 * k, **kw))
+    b1 = train(_cfg(manifest, tmp_path / "resumed", max_steps=k, **kw))
+    b2 = train(_cfg(manifest, tmp_path / "resumed", max_steps=2 * k, **kw))
+    assert b2["resumed_from"].endswith(f"step-{k:08d}.pt") and b2["steps"] == 2 * k
+    ca, cb = load_checkpoint(a["last_checkpoint"]), load_checkpoint(b2["last_checkpoint"])
+    assert ca["ema_step"] == cb["ema_step"] == 2 * k and int(cb["teacher"]["num_updates"]) == 2 * k
+    assert load_checkpoint(b1["last_checkpoint"])["ema_step"] == k
+    assert _max_diff(ca["model"], cb["model"]) <= 1e-6
+    assert _max_diff(ca["teacher"], cb["teacher"]) <= 1e-6
+    assert _max_diff(ca["teacher"], {"encoder." + n[len("encoder."):]: v for n, v in ca["model"].items()
+                                     if n.startswith("encoder.")} | {"num_updates": ca["teacher"]["num_updates"]}) > 0
+    tail = [(h["loss"], h["online_loss"], h["ema_decay"]) for h in a["history"][k:]]
+    assert tail == [(h["loss"], h["online_loss"], h["ema_decay"]) for h in b2["history"]]
+    model = load_pretrained(b2["last_checkpoint"])  # an ordinary model file: evaluation needs no teacher
+    assert model.config.ssl.objective == "mt4ssl"
+
+
+def test_two_ranks_keep_identical_teachers(manifest, tmp_path):
+    "torchrun, 2 gloo processes (each initialises from its own seed): the teachers agree after DDP's broadcast and 2 EMA steps."
+    cfg = _cfg(manifest, tmp_path / "exp", max_steps=2, log_batches=False)
+    cfg.save(tmp_path / "cfg.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "k2ssl_lit.train",
+           "--config", str(tmp_path / "cfg.yaml")]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    ckpt = load_checkpoint(latest_checkpoint(cfg.exp_dir)[0])
+    sums = ckpt["teacher_rank_sums"]
+    assert len(sums) == 2 and sums[0] == sums[1], sums
+    assert ckpt["ema_step"] == 2 and len(ckpt["rng"]) == 2
+
+
+def test_cli_objective_flag(manifest, tmp_path):
+    "`k2ssl-pretrain --objective mt4ssl --ema-anneal-updates 1200`: the model, the checkpoint and the summary say so."
+    exe = Path(sys.executable).parent / "k2ssl-pretrain"
+    opts = ["--preset", "zipformer_tiny", "--num-classes", "20", "--train-cuts", str(manifest), "--max-duration", "20",
+            "--max-steps", "1", "--accum-grad", "1", "--device", "cpu", "--set", "max_samples=16000,progress=false"]
+    p = subprocess.run([str(exe), *opts, "--exp-dir", str(tmp_path / "mt"), "--objective", "mt4ssl",
+                        "--ema-anneal-updates", "1200"], env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout[p.stdout.index("{"):])
+    assert (summary["objective"], summary["ema_step"]) == ("mt4ssl", 1)
+    ckpt = load_checkpoint(summary["last_checkpoint"])
+    assert ckpt["model_config"]["ssl"]["online"]["ema_anneal_updates"] == 1200 and ckpt["ema_step"] == 1
+    p = subprocess.run([str(exe), *opts, "--exp-dir", str(tmp_path / "bad"), "--objective", "online"], env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "objective must be one of" in p.stderr
+    # the default stays k-means only, with no teacher in the checkpoint
+    p = subprocess.run([str(exe), *opts, "--exp-dir", str(tmp_path / "km")], env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout[p.stdout.index("{"):])
+    assert (summary["objective"], summary["ema_step"]) == ("kmeans", None)
+    assert "teacher" not in load_checkpoint(summary["last_checkpoint"])
