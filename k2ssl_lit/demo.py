@@ -39,7 +39,8 @@ class DemoConfig(Config):
     seed: int = 0
     k: int = 100                                # clusters of both iterations (k2SSL: 100, then 500 at full size)
     presets: tuple[str, ...] = ("zipformer_tiny",)  # pre-trained and compared; add "hubert_tiny" for the baseline
-    pretrain_share: float = 0.4                 # of `minutes`, split equally between the presets
+    objectives: tuple[str, ...] = ("kmeans",)   # each preset is pre-trained once per objective; add "mt4ssl" (08b)
+    pretrain_share: float = 0.4                 # of `minutes`, split equally between the arms (preset x objective)
     finetune_share: float = 0.4                 # of `minutes`, split equally between scratch and each preset
     labelled_minutes: float = 12.0              # transcribed training audio for CTC fine-tuning
     pretrain_max_duration: float = 40.0         # seconds of audio per pre-training batch
@@ -56,9 +57,13 @@ class DemoConfig(Config):
             raise ValueError("pretrain_share + finetune_share must leave time for the fixed stages (sum < 1)")
 
     @property
-    def pretrain_minutes(self) -> float: return self.minutes * self.pretrain_share / len(self.presets)
+    def arms(self) -> list[tuple[str, str, str]]:
+        "(name, preset, objective) of every pre-trained model: the preset's name, plus '+mt4ssl' with the teacher."
+        return [(p if o == "kmeans" else f"{p}+{o}", p, o) for p in self.presets for o in self.objectives]
     @property
-    def finetune_minutes(self) -> float: return self.minutes * self.finetune_share / (len(self.presets) + 1)
+    def pretrain_minutes(self) -> float: return self.minutes * self.pretrain_share / len(self.arms)
+    @property
+    def finetune_minutes(self) -> float: return self.minutes * self.finetune_share / (len(self.arms) + 1)
 
 # %% ../nbs/14_demo.ipynb #74665769
 def toy_optim(max_duration: float, # seconds of audio per optimizer step
@@ -90,20 +95,23 @@ def baseline_units(cuts: dict[str, CutSet], feature: str, cfg: DemoConfig, out: 
     return labelled, evaluate_labels(labelled["test"], k=cfg.k).to_dict()
 
 # %% ../nbs/14_demo.ipynb #3e579eb3
-def pretrain_preset(preset: str, cfg: DemoConfig, labels_dir: Path) -> dict:
+def pretrain_preset(preset: str, cfg: DemoConfig, labels_dir: Path,
+                    objective: str = "kmeans", # "kmeans", or "mt4ssl" for the EMA teacher's targets as well
+                    name: str | None = None, # the arm's name (its folder: pretrain_<name>); None: the preset's
+                   ) -> dict:
     "Pre-train one preset for cfg.pretrain_minutes on the labelled manifests in `labels_dir`."
     n_cuts = sum(1 for _ in CutSet.from_file(labels_dir / "train_cuts.jsonl.gz"))
     tcfg = TrainConfig(preset=preset, num_classes=cfg.k, train_cuts=str(labels_dir / "train_cuts.jsonl.gz"),
                        num_buckets=max(2, min(30, n_cuts // 10)),  # full buckets on a small set: drop_last drops little
-                       dev_cuts=str(labels_dir / "dev_cuts.jsonl.gz"), exp_dir=str(Path(cfg.out) / f"pretrain_{preset}"),
+                       dev_cuts=str(labels_dir / "dev_cuts.jsonl.gz"), exp_dir=str(Path(cfg.out) / f"pretrain_{name or preset}"),
                        max_duration=cfg.pretrain_max_duration, accum_grad=1, max_samples=8 * 16000, max_epochs=10_000,
                        max_minutes=cfg.pretrain_minutes, optim=toy_optim(cfg.pretrain_max_duration),
                        checkpoint_every=10**9, valid_every=0, seed=cfg.seed, device=cfg.device, progress=False,
-                       resume=False)
+                       resume=False, objective=objective)
     s = train(tcfg)
     model = load_pretrained(s["last_checkpoint"])
     acc = masked_accuracy(model, CutSet.from_file(labels_dir / "dev_cuts.jsonl.gz"), cfg.pretrain_max_duration)
-    return {k: s[k] for k in ("steps", "epochs", "seconds_per_step", "last_checkpoint")} | acc | {"history": s["history"]}
+    return {k: s[k] for k in ("steps", "epochs", "seconds_per_step", "last_checkpoint", "objective")} | acc | {"history": s["history"]}
 
 def masked_accuracy(model, cuts: CutSet, max_duration: float, seed: int = 0) -> dict:
     "Accuracy on masked and unmasked frames of labelled `cuts`, whole utterances, masks drawn from a fixed seed."
@@ -261,6 +269,15 @@ def verdicts(results: dict) -> list[str]:
         d = r["test_cer"] - scratch
         out.append(f"fine-tuned from {name}: test CER {_fmt(r['test_cer'])} vs {_fmt(scratch)} from scratch "
                    f"({'better' if d < 0 else 'worse'} by {abs(d):.3f})")
+    for name, r in results["pretrain"].items():
+        if "+" not in name or name.split("+")[0] not in results["pretrain"]: continue
+        base_name, b = name.split("+")[0], results["pretrain"][name.split("+")[0]]
+        cmp = [f"dev masked accuracy {_fmt(r['dev_masked_acc'])} vs {_fmt(b['dev_masked_acc'])}",
+               f"{_fmt(r['seconds_per_step'], 2)} vs {_fmt(b['seconds_per_step'], 2)} s/step ({r['steps']} vs {b['steps']} steps)"]
+        if name in results["layers"] and base_name in results["layers"]:
+            cmp.append(f"units PNMI {_fmt(results['layers'][name]['test_pnmi'])} vs {_fmt(results['layers'][base_name]['test_pnmi'])}")
+        if name in ft and base_name in ft: cmp.append(f"test CER {_fmt(ft[name]['test_cer'])} vs {_fmt(ft[base_name]['test_cer'])}")
+        out.append(f"{name} (online targets added) against {base_name} (k-means units only), same minutes: " + "; ".join(cmp))
     for name, r in ft.items():
         if r.get("blank_phase"):
             out.append(f"{name} ended still in CTC's blank phase ({r['test_empty_share']:.0%} of its test transcripts "
@@ -302,18 +319,18 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
         results["baselines"][feature] = q
     results["seconds"]["iteration1"] = time.time() - t0
     results["pretrain"] = {}
-    for preset in cfg.presets:
-        _stage(f"pre-train {preset} for {cfg.pretrain_minutes:.1f} min")
-        results["pretrain"][preset] = pretrain_preset(preset, cfg, out / "kmeans_mfcc")
+    for name, preset, objective in cfg.arms:
+        _stage(f"pre-train {name} for {cfg.pretrain_minutes:.1f} min")
+        results["pretrain"][name] = pretrain_preset(preset, cfg, out / "kmeans_mfcc", objective, name)
     results["layers"] = {}
-    for preset in cfg.presets:
-        _stage(f"k-means on the layers of {preset} (iteration 2)")
-        results["layers"][preset] = best_layer_units(results["pretrain"][preset]["last_checkpoint"], preset, cuts, cfg)
+    for name, _, _ in cfg.arms:
+        _stage(f"k-means on the layers of {name} (iteration 2)")
+        results["layers"][name] = best_layer_units(results["pretrain"][name]["last_checkpoint"], name, cuts, cfg)
     data = out / "finetune_data"; data.mkdir(exist_ok=True)
     labelled_subset(cuts["train"], cfg.labelled_minutes).to_file(data / "labelled_cuts.jsonl.gz")
     for s in ("dev", "test"): cuts[s].to_file(data / f"{s}_cuts.jsonl.gz")
     results["finetune"] = {}
-    for name, ckpt in [("scratch", None)] + [(p, results["pretrain"][p]["last_checkpoint"]) for p in cfg.presets]:
+    for name, ckpt in [("scratch", None)] + [(n, results["pretrain"][n]["last_checkpoint"]) for n, _, _ in cfg.arms]:
         _stage(f"CTC fine-tune: {name} for {cfg.finetune_minutes:.1f} min")
         results["finetune"][name] = finetune_model(name, cfg, data, ckpt, cfg.presets[0])
     results["examples"] = transcript_examples(results["finetune"], cfg.examples)
@@ -334,10 +351,12 @@ def demo_cli(out: str = "exp/demo", # output folder: corpus, models, results.md
              k: int = 100, # k-means clusters
              device: str = "auto", # "auto", "cpu" or "cuda"
              compare_hubert: bool = False, # also pre-train and fine-tune the tiny HuBERT on the same budget
+             mt4ssl: bool = False, # also pre-train each model with MT4SSL's EMA-teacher targets added, on the same budget
             ) -> dict:
     "The whole k2SSL pipeline at toy size on the embedded corpus, with a results report."
     logging.basicConfig(level=logging.WARNING)
     presets = ("zipformer_tiny", "hubert_tiny") if compare_hubert else ("zipformer_tiny",)
-    return run_demo(DemoConfig(out=out, minutes=minutes, hours=hours, seed=seed, k=k, device=device, presets=presets))
+    return run_demo(DemoConfig(out=out, minutes=minutes, hours=hours, seed=seed, k=k, device=device, presets=presets,
+                               objectives=("kmeans", "mt4ssl") if mt4ssl else ("kmeans",)))
 
 if __name__ == "__main__" and globals().get("__file__"): demo_cli()  # `python -m k2ssl_lit.demo`, not in a notebook
