@@ -4,9 +4,17 @@ of every figure it reports, with the machine and the commit, to benchmarks/resul
     python benchmarks/learning.py --seeds 1 2 3                     # the default command (15 minutes each)
     python benchmarks/learning.py --seeds 1 2 3 --minutes 30
     python benchmarks/learning.py --seeds 1 2 3 --compare-hubert    # the tiny HuBERT on the same budget
+    python benchmarks/learning.py --seeds 1 2 3 --mt4ssl            # k-means only vs k-means + MT4SSL's online targets
 
 Each seed synthesises its own corpus (the seed picks the sentences and voices), so the spread covers the data as
 well as the initialisation. Aims are checked on the means and printed as met / missed, as measured.
+
+With --mt4ssl every seed's demo pre-trains the tiny Zipformer twice in the same minutes, on the k-means units alone
+and with MT4SSL's EMA teacher as well (`k2ssl-demo --mt4ssl`: the pre-training and fine-tuning budgets are shared,
+so at --minutes 15 each arm pre-trains for 3 minutes, at --minutes 30 for 6, the default demo's length). Both arms
+see the same corpus, labels and seed; the report adds a paired table (online targets minus k-means only, per seed)
+of dev masked accuracy, iteration-2 unit PNMI, CTC test CER and the cost per step. The extra cost per step on one
+fixed batch, time and peak memory, is benchmarks/mt4ssl_step.py's.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, time
 from pathlib import Path
@@ -74,7 +82,32 @@ def commit() -> str:
     except OSError: return "unknown"
 
 
-def summarize(runs: dict[int, dict], minutes: float, presets, rev: str) -> tuple[dict, str]:
+PAIRED = (("pretrain/{}/dev_masked_acc", "dev masked accuracy"), ("units/{}/test_pnmi", "iteration-2 units PNMI (test)"),
+          ("ctc/{}/test_cer", "CTC test CER"), ("pretrain/{}/seconds_per_step", "pre-training s/step"),
+          ("pretrain/{}/steps", "pre-training steps"))
+
+
+def paired(per_seed: dict[int, dict], base: str = "zipformer_tiny", arm: str = "zipformer_tiny+mt4ssl") -> tuple[list, str]:
+    "Online targets against k-means only, seed by seed: each figure of both arms and their difference."
+    rows, lines = [], ["", f"## {arm} against {base} (paired by seed; difference = {arm} - {base})", "",
+                       f"| figure | {base} | {arm} | difference, mean ± sd | per seed |", "|---|---|---|---|---|"]
+    for key, label in PAIRED:
+        a = [f.get(key.format(base)) for f in per_seed.values()]
+        b = [f.get(key.format(arm)) for f in per_seed.values()]
+        if None in a or None in b: continue
+        d = [y - x for x, y in zip(a, b)]
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else float("nan")
+        rows.append(dict(figure=label, base=a, arm=b, difference=d))
+        lines.append(f"| {label} | {statistics.fmean(a):.3f} ± {sd(a):.3f} | {statistics.fmean(b):.3f} ± {sd(b):.3f} | "
+                     f"{statistics.fmean(d):+.3f} ± {sd(d):.3f} | {', '.join(f'{v:+.3f}' for v in d)} |")
+    if rows:
+        t = next((r for r in rows if r["figure"] == "pre-training s/step"), None)
+        if t: lines += ["", f"Extra time per pre-training step with the teacher: x{statistics.fmean(t['arm']) / statistics.fmean(t['base']):.2f} "
+                            "(the demo's mean s/step, same run, same machine)."]
+    return rows, "\n".join(lines)
+
+
+def summarize(runs: dict[int, dict], minutes: float, presets, rev: str, objectives=("kmeans",)) -> tuple[dict, str]:
     per_seed = {s: figures(r) for s, r in runs.items()}
     names = list(next(iter(per_seed.values())))
     stats = {}
@@ -84,15 +117,18 @@ def summarize(runs: dict[int, dict], minutes: float, presets, rev: str) -> tuple
                         values=vals)
     mean = {n: s["mean"] for n, s in stats.items()}
     checks = aims(mean, minutes)
-    lines = [f"# Learning at toy size: `k2ssl-demo --minutes {minutes:g}`" + (" --compare-hubert" if len(presets) > 1 else ""),
+    flags = (" --compare-hubert" if len(presets) > 1 else "") + (" --mt4ssl" if "mt4ssl" in objectives else "")
+    lines = [f"# Learning at toy size: `k2ssl-demo --minutes {minutes:g}{flags}`",
              "", f"{time.strftime('%Y-%m-%d')}; commit {rev}; {machine()}; seeds {list(runs)} "
              f"(each seed its own corpus and initialisation); mean ± sd over seeds, then the value of each seed.", "",
              "| figure | mean ± sd | per seed |", "|---|---|---|"]
     for n, s in stats.items():
         lines.append(f"| {n} | {s['mean']:.3f} ± {s['sd']:.3f} | {', '.join(f'{v:.3f}' for v in s['values'])} |")
     lines += ["", "## Aims (on the means)", ""] + [f"- {'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
-    return dict(minutes=minutes, presets=list(presets), seeds=list(runs), machine=machine(), commit=rev,
-                date=time.strftime("%Y-%m-%d"), stats=stats, aims=[dict(aim=t, met=ok) for t, ok in checks]), "\n".join(lines) + "\n"
+    pairs, text = paired(per_seed) if "mt4ssl" in objectives else ([], "")
+    return dict(minutes=minutes, presets=list(presets), objectives=list(objectives), seeds=list(runs), machine=machine(),
+                commit=rev, date=time.strftime("%Y-%m-%d"), stats=stats, aims=[dict(aim=t, met=ok) for t, ok in checks],
+                mt4ssl_paired=pairs), "\n".join(lines) + ("\n" + text if text else "") + "\n"
 
 
 def main():
@@ -100,11 +136,13 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--compare-hubert", action="store_true")
+    ap.add_argument("--mt4ssl", action="store_true", help="both arms in every seed's demo: k-means only, and with MT4SSL's EMA teacher")
     ap.add_argument("--work", default="exp/learning", help="demo output folders, one per seed")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
     presets = ("zipformer_tiny", "hubert_tiny") if a.compare_hubert else ("zipformer_tiny",)
-    tag = f"learning_{time.strftime('%Y-%m-%d')}_{a.minutes:g}min" + ("_hubert" if a.compare_hubert else "")
+    objectives = ("kmeans", "mt4ssl") if a.mt4ssl else ("kmeans",)
+    tag = f"learning_{time.strftime('%Y-%m-%d')}_{a.minutes:g}min" + ("_hubert" if a.compare_hubert else "") + ("_mt4ssl" if a.mt4ssl else "")
     runs, revs, rev = {}, {}, commit()  # the code that runs: read before the first seed
     for seed in a.seeds:
         out = Path(a.work) / f"{tag}_seed{seed}"
@@ -114,8 +152,8 @@ def main():
             print(f"seed {seed}: reusing {done} (commit {revs[seed]})"); continue
         print(f"== seed {seed}", flush=True)
         out.mkdir(parents=True, exist_ok=True); (out / "commit.txt").write_text(rev); revs[seed] = rev
-        runs[seed] = run_demo(DemoConfig(out=str(out), minutes=a.minutes, seed=seed, presets=presets))
-    data, md = summarize(runs, a.minutes, presets, ", ".join(sorted(set(revs.values()))))
+        runs[seed] = run_demo(DemoConfig(out=str(out), minutes=a.minutes, seed=seed, presets=presets, objectives=objectives))
+    data, md = summarize(runs, a.minutes, presets, ", ".join(sorted(set(revs.values()))), objectives)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"{tag}.json").write_text(json.dumps(data, indent=1))
     (Path(a.out) / f"{tag}.md").write_text(md)
