@@ -9,22 +9,24 @@ Checks, then timings:
   where they differ is settled in exact rational arithmetic;
 - scikit-learn's float32 `predict` (its usual mode) may differ on frames whose two best distances are closer than
   float32 can resolve; the script counts them and shows that each is such a near tie;
-- time of ours (float32 pass + float64 on undecided frames against their candidate centroids) and of float32
-  `predict`, interleaved (ours, scikit-learn, ours, ...) `--repeats` times, medians reported, because other work may
-  share the CPU; float64 `predict` once.
+- time of ours (float32 pass + float64 on undecided frames against their candidate centroids), of float32 `predict`
+  and of the bare float32 products (threaded as ours, results thrown away: what any exact float32 method must at
+  least spend), interleaved (ours, scikit-learn, bare, ours, ...) `--repeats` times, medians reported, because other
+  work may share the CPU; float64 `predict` once.
 
     python benchmarks/kmeans_assign.py                  # 1M x 768, k=500, CPU; writes benchmarks/results/
     python benchmarks/kmeans_assign.py --frames 200000  # quicker
     python benchmarks/kmeans_assign.py --device cuda    # our side on a GPU
 """
 import argparse, copy, datetime, os, platform, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
@@ -35,6 +37,13 @@ def predict64(km, x, chunk=100_000):
     "scikit-learn's predict in float64, chunk by chunk so that the float64 copy stays small."
     km64 = copy.copy(km); km64.cluster_centers_ = km.cluster_centers_.astype(np.float64)
     return np.concatenate([km64.predict(x[s : s + chunk].astype(np.float64)) for s in range(0, len(x), chunk)])
+
+
+def bare_product(x, c, chunk=4096):
+    "The float32 products alone, threaded as ours: a floor that no exact float32 method can beat."
+    cT = np.ascontiguousarray(-2 * c.T)
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        list(pool.map(lambda s: np.matmul(x[s : s + chunk], cT).shape, range(0, len(x), chunk)))
 
 
 def exact_nearest(f, C):
@@ -82,11 +91,16 @@ def main():
     say(f"centroids: MiniBatchKMeans on 20,000 frames in {time.perf_counter() - t0:.1f} s")
 
     nearest_centroid(x[:20_000], km.cluster_centers_, device=a.device); km.predict(x[:20_000])  # warm-up
-    t_ours, t_sk32, st = [], [], {}
+    t_ours, t_sk32, t_bare, cpu, st = [], [], [], {"ours": [], "sk": [], "bare": []}, {}
+    def timed(f, wall, key):
+        t0, c0 = time.perf_counter(), time.process_time(); out = f(); wall.append(time.perf_counter() - t0)
+        cpu[key].append(time.process_time() - c0); return out
     for r in range(a.repeats):
-        t0 = time.perf_counter(); ours = nearest_centroid(x, km.cluster_centers_, device=a.device, stats=st).numpy(); t_ours.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); sk32 = km.predict(x); t_sk32.append(time.perf_counter() - t0)
-        print(f"  round {r + 1}: ours {t_ours[-1]:.2f} s, scikit-learn float32 {t_sk32[-1]:.2f} s", flush=True)
+        ours = timed(lambda: nearest_centroid(x, km.cluster_centers_, device=a.device, stats=st).numpy(), t_ours, "ours")
+        sk32 = timed(lambda: km.predict(x), t_sk32, "sk")
+        timed(lambda: bare_product(x, km.cluster_centers_), t_bare, "bare")
+        say(f"  round {r + 1}: ours {t_ours[-1]:.2f} s, scikit-learn float32 {t_sk32[-1]:.2f} s, bare products {t_bare[-1]:.2f} s "
+            f"(CPU time {cpu['ours'][-1]:.2f}, {cpu['sk'][-1]:.2f}, {cpu['bare'][-1]:.2f} s)")
     t0 = time.perf_counter(); sk64 = predict64(km, x); t_sk64 = time.perf_counter() - t0
 
     diff64 = np.flatnonzero(ours != sk64)
@@ -112,12 +126,16 @@ def main():
     mo, m32 = float(np.median(t_ours)), float(np.median(t_sk32))
     say(f"time, median of {a.repeats} interleaved runs (min-max): ours {mo:.2f} s ({min(t_ours):.2f}-{max(t_ours):.2f}), "
         f"{a.frames / mo / 1e6:.2f} M frames/s | scikit-learn float32 predict {m32:.2f} s ({min(t_sk32):.2f}-{max(t_sk32):.2f}) "
-        f"| float64 predict {t_sk64:.2f} s (once)")
+        f"| bare float32 products {float(np.median(t_bare)):.2f} s ({min(t_bare):.2f}-{max(t_bare):.2f}) | float64 predict {t_sk64:.2f} s (once)")
     say(f"per round, ours / scikit-learn float32: {', '.join(f'{o / s:.2f}' for o, s in zip(t_ours, t_sk32))}")
-    say(f"speed ratio (medians): ours is {m32 / mo:.2f}x scikit-learn's float32 predict, {t_sk64 / mo:.2f}x its float64 predict")
+    say(f"CPU time (all threads), medians: ours {np.median(cpu['ours']):.2f} s, scikit-learn float32 {np.median(cpu['sk']):.2f} s, "
+        f"bare products {np.median(cpu['bare']):.2f} s")
+    say(f"speed ratio (medians): ours is {m32 / mo:.2f}x scikit-learn's float32 predict, {t_sk64 / mo:.2f}x its float64 predict; "
+        f"the bare products alone would be {m32 / float(np.median(t_bare)):.2f}x float32 predict")
     if a.out != "-":
         out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"kmeans_assign_{datetime.date.today()}.md"
-        out.write_text("\n".join(l if l.startswith("#") or l.startswith("  ") else l + "  " for l in lines) + "\n")
+        out.write_text(lines[0] + "\n\nOutput of `python benchmarks/kmeans_assign.py " + " ".join(sys.argv[1:]) + "`:\n\n```\n"
+                       + "\n".join(lines[1:]) + "\n```\n")
         print(f"written to {out}")
 
 

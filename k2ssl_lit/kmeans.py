@@ -316,6 +316,30 @@ def _nearest_among(x: torch.Tensor, # (m, D) frames, any float dtype
     return out
 
 # %% ../nbs/09_kmeans.ipynb #188accc5
+@dataclass
+class _Centroids:
+    "The centroids in the forms both passes need, with the float32 error bound for their dimension."
+    c64: torch.Tensor; cn: torch.Tensor; cnorm: torch.Tensor  # float64 (K, D), ||c||², ||c|| rounded up
+    c32: torch.Tensor; cn32: torch.Tensor                     # float32 (K, D) and ||c||²
+    cT2: np.ndarray | None                                    # (D, K) float32 -2 × centroids for numpy's BLAS; None off the CPU
+    g: float; eta: float                                      # `float32_distance_error`
+
+    @classmethod
+    def prepare(cls, c: torch.Tensor, dev: torch.device) -> _Centroids:
+        c64 = c.detach().to(dev, torch.float64); cn = (c64 * c64).sum(1)
+        if not torch.isfinite(cn).all(): raise ValueError("centroids contain NaN or inf")
+        cT2 = (-2 * c64.float()).T.contiguous().cpu().numpy() if dev.type == "cpu" else None
+        return cls(c64, cn, cn.sqrt() * (1 + 1e-9), c64.float(), cn.float(), cT2, *float32_distance_error(c.shape[1]))
+
+    def first_pass(self, xb: torch.Tensor, s: int): # -> labels (m,) on the CPU, undecided rows (global), candidates
+        "The float32 pass over the rows s, s+1, ... in xb: labels, and candidates where float32 cannot decide."
+        if self.cT2 is not None: d, lab, best, second, xn = _float32_numpy(xb.cpu().float().numpy(), self.cT2, self.cn32.numpy())
+        else: d, lab, best, second, xn = _float32_torch(xb, self.c32, self.cn32)
+        if not torch.isfinite(best).all(): raise ValueError(f"rows {s}..{s + len(xb) - 1}: NaN, inf or overflow in features")
+        rows, cand = _candidates(d, lab, best, second, xn, self.cnorm, self.cn, self.g, self.eta)
+        return lab.cpu(), s + rows, cand
+
+# %% ../nbs/09_kmeans.ipynb #4ada707c
 def nearest_centroid(x, # (N, D) features, numpy or torch, any float dtype
                      centroids, # (K, D)
                      chunk_size: int = 4096, # frames per matrix product
@@ -323,38 +347,26 @@ def nearest_centroid(x, # (N, D) features, numpy or torch, any float dtype
                      stats: dict | None = None, # if given, receives "float64_frames" and "float64_pairs"
                     ) -> torch.Tensor: # (N,) int64 on the CPU
     "Index of the nearest centroid of every row of x, exact: float32, then float64 where float32 cannot decide."
-    x, c = torch.as_tensor(x), torch.as_tensor(centroids)
+    x, c = torch.as_tensor(x).detach(), torch.as_tensor(centroids)
     if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1]:
         raise ValueError(f"expected x (N, D) and centroids (K, D), got {tuple(x.shape)} and {tuple(c.shape)}")
     dev = torch.device(device) if device is not None else x.device
-    c64 = c.detach().to(dev, torch.float64); cn = (c64 * c64).sum(1)
-    if not torch.isfinite(cn).all(): raise ValueError("centroids contain NaN or inf")
-    g, eta = float32_distance_error(c.shape[1])
-    cnorm, c32, cn32 = cn.sqrt() * (1 + 1e-9), c64.float(), cn.float()
-    on_cpu, x = dev.type == "cpu", x.detach()
-    cT2 = (-2 * c32).T.contiguous().cpu().numpy() if on_cpu else None
-    labels, redone = torch.empty(len(x), dtype=torch.long), [0, 0]
-
-    def chunk(s):  # the float32 pass: labels where it decides, (rows, candidates) where it does not
-        xb = x[s : s + chunk_size]
-        d, lab, best, second, xn = _float32_numpy(xb.cpu().numpy(), cT2, cn32.numpy()) if on_cpu else _float32_torch(xb, c32, cn32)
-        if not torch.isfinite(best).all(): raise ValueError(f"rows {s}..{s + len(xb) - 1}: NaN, inf or overflow in features")
-        labels[s : s + len(xb)] = lab.cpu()
-        rows, cand = _candidates(d, lab, best, second, xn, cnorm, cn, g, eta)
-        return s + rows, cand
-
-    workers = torch.get_num_threads() if on_cpu else 1  # CPU: one chunk per thread, single-threaded BLAS
-    wave = chunk_size * workers * 4                     # chunks between float64 passes: bounds the candidates' memory
-    prec = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")       # no TF32: the bound assumes true float32 products
-    try:
-        with threadpool_limits(1, "blas") if on_cpu else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
-            for w in range(0, len(x), wave):
-                found = list(pool.map(chunk, range(w, min(w + wave, len(x)), chunk_size)))
-                rows, cand = torch.cat([r for r, _ in found]), torch.cat([m for _, m in found])
-                if len(rows):
-                    labels[rows.cpu()] = _nearest_among(x[rows.cpu()].to(dev), c64, cand).cpu()
-                    redone[0] += len(rows); redone[1] += int(cand.sum())
+    cs, on_cpu = _Centroids.prepare(c, dev), dev.type == "cpu"
+    labels, pending, redone = torch.empty(len(x), dtype=torch.long), [], [0, 0]
+    def resolve():  # the float64 pass over the undecided frames gathered so far
+        rows, cand = torch.cat([r for r, _ in pending]).cpu(), torch.cat([m for _, m in pending]); pending.clear()
+        labels[rows] = _nearest_among(x[rows].to(dev), cs.c64, cand).cpu()
+        redone[0] += len(rows); redone[1] += int(cand.sum())
+    prec, starts = torch.get_float32_matmul_precision(), range(0, len(x), chunk_size)
+    torch.set_float32_matmul_precision("highest")  # no TF32: the bound assumes true float32 products
+    try:  # CPU: one chunk per thread, each with single-threaded BLAS; this thread runs the float64 pass meanwhile
+        with threadpool_limits(1, "blas") if on_cpu else contextlib.nullcontext(), \
+             ThreadPoolExecutor(torch.get_num_threads() if on_cpu else 1) as pool:
+            for s, (lab, rows, cand) in zip(starts, pool.map(lambda s: cs.first_pass(x[s : s + chunk_size], s), starts)):
+                labels[s : s + len(lab)] = lab
+                if len(rows): pending.append((rows, cand))
+                if sum(len(r) for r, _ in pending) >= chunk_size: resolve()
+            if pending: resolve()
     finally:
         torch.set_float32_matmul_precision(prec)
     if stats is not None: stats.update(float64_frames=redone[0], float64_pairs=redone[1])
