@@ -6,12 +6,13 @@ ScaledAdam step, and the teacher's EMA update. The batch is fixed (default 5 utt
 batches of 8 s crops) with k-means-like labels; every step is seeded alike, so both arms draw the same masks and
 dropouts. Each arm runs in its own process, arms alternating (off, on, off, on, ...), so that a change of the
 machine's load hits both; each process does 1 warm-up step and `--steps` timed steps (the figure: their median), and
-reports its peak memory: on a CPU the process's ru_maxrss minus that of an idle process that imported the same
+reports its peak memory (the time figures: the median and the fastest step, which is what a quiet machine gives
+when other processes share the cores): on a CPU the process's ru_maxrss minus that of an idle process that imported the same
 libraries and built the same batch; on CUDA torch.cuda.max_memory_allocated. An arm's figures are the medians over
 its processes.
 
     python benchmarks/mt4ssl_step.py [--preset zipformer_tiny] [--steps 5] [--repeats 2] [--batch 5] [--seconds 8]
-                                     [--device cpu|cuda] [--json OUT]
+                                     [--device cpu|cuda] [--threads 0] [--json OUT]
 """
 from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
@@ -27,6 +28,7 @@ def maxrss_mb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_max
 def worker(arm: str, a) -> dict:
     "Build the model (and teacher), time `a.steps` steps; runs inside its own process."
     import torch
+    if a.threads: torch.set_num_threads(a.threads)
     from step import make_batch
     from k2ssl_lit.mt4ssl import EMATeacher, with_objective
     from k2ssl_lit.optim import OptimConfig, build_optimizer
@@ -62,7 +64,7 @@ def worker(arm: str, a) -> dict:
 
 def run(arm: str, a) -> dict:
     cmd = [sys.executable, __file__, "--worker", arm, "--preset", a.preset, "--steps", str(a.steps), "--batch",
-           str(a.batch), "--seconds", str(a.seconds), "--device", a.device]
+           str(a.batch), "--seconds", str(a.seconds), "--device", a.device, "--threads", str(a.threads)]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if p.returncode: raise SystemExit(f"{arm}: {p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -76,16 +78,18 @@ def main():
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker: print(json.dumps(worker(a.worker, a))); return
     import torch
+    if a.threads: torch.set_num_threads(a.threads)
     base = run("baseline", a)["maxrss_mb"] if a.device == "cpu" else 0.0
     res = {"off": [], "on": []}
     for _ in range(a.repeats):
         for arm in ("off", "on"): res[arm].append(run(arm, a))
-    arms = {arm: dict(seconds=statistics.median(r["seconds"] for r in rs),
+    arms = {arm: dict(seconds=statistics.median(r["seconds"] for r in rs), fastest=min(min(r["times"]) for r in rs),
                       peak_mb=statistics.median(r["maxrss_mb"] for r in rs) - base,
                       params_teacher=rs[0]["params_teacher"], params_student=rs[0]["params_student"], runs=rs)
             for arm, rs in res.items()}
@@ -94,10 +98,11 @@ def main():
     machine = f"{platform.machine()}, {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     text = (f"MT4SSL teacher cost per step, {a.preset}, {a.batch} x {a.seconds:g} s, {a.device} ({machine}), "
             f"{time.strftime('%Y-%m-%d')}; median of {a.steps} steps x {a.repeats} processes per arm\n"
-            f"  teacher off: {off['seconds']:.3f} s/step, peak {off['peak_mb']:.0f} MB\n"
-            f"  teacher on:  {on['seconds']:.3f} s/step, peak {on['peak_mb']:.0f} MB "
+            f"  teacher off: {off['seconds']:.3f} s/step (fastest {off['fastest']:.3f}), peak {off['peak_mb']:.0f} MB\n"
+            f"  teacher on:  {on['seconds']:.3f} s/step (fastest {on['fastest']:.3f}), peak {on['peak_mb']:.0f} MB "
             f"(teacher: {on['params_teacher'] / 1e6:.2f} M frozen parameters; student {on['params_student'] / 1e6:.2f} M)\n"
-            f"  extra: x{on['seconds'] / off['seconds']:.2f} time (+{on['seconds'] - off['seconds']:.3f} s), "
+            f"  extra: x{on['seconds'] / off['seconds']:.2f} time on the medians (x{on['fastest'] / off['fastest']:.2f} on the "
+            f"fastest steps), "
             f"+{on['peak_mb'] - off['peak_mb']:.0f} MB peak ({a.device}: "
             f"{'process RSS above an idle process' if a.device == 'cpu' else 'max allocated'})")
     print(text)
