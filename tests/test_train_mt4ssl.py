@@ -1,7 +1,7 @@
 """The trainer with MT4SSL's EMA teacher (objective "mt4ssl"): k steps + resume + k steps equals 2k steps straight,
-student and teacher alike, with the EMA step restored; two torchrun gloo ranks keep identical teachers; the
+student and teacher alike, with the EMA step restored; two torchrun gloo ranks keep identical teachers (under bf16 autocast); the
 `k2ssl-pretrain --objective mt4ssl` flag reaches the model and the checkpoint. CPU, tiny model, random labels."""
-import json, os, subprocess, sys
+import json, math, os, subprocess, sys
 from pathlib import Path
 
 import torch
@@ -50,8 +50,9 @@ def test_resume_with_teacher_equals_straight(manifest, tmp_path):
 
 
 def test_two_ranks_keep_identical_teachers(manifest, tmp_path):
-    "torchrun, 2 gloo processes (each initialises from its own seed): the teachers agree after DDP's broadcast and 2 EMA steps."
-    cfg = _cfg(manifest, tmp_path / "exp", max_steps=2, log_batches=False)
+    """torchrun, 2 gloo processes (each initialises from its own seed), bf16 autocast: the teachers agree after DDP's
+    broadcast and 2 EMA steps, and the losses are finite."""
+    cfg = _cfg(manifest, tmp_path / "exp", max_steps=2, log_batches=False, precision="bf16")
     cfg.save(tmp_path / "cfg.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "k2ssl_lit.train",
            "--config", str(tmp_path / "cfg.yaml")]
@@ -61,6 +62,9 @@ def test_two_ranks_keep_identical_teachers(manifest, tmp_path):
     sums = ckpt["teacher_rank_sums"]
     assert len(sums) == 2 and sums[0] == sums[1], sums
     assert ckpt["ema_step"] == 2 and len(ckpt["rng"]) == 2
+    log = [json.loads(l) for l in (Path(cfg.exp_dir) / "log.jsonl").read_text().splitlines()]
+    train_entries = [e for e in log if e["kind"] == "train"]
+    assert len(train_entries) == 2 and all(math.isfinite(e["loss"]) and e["online_loss"] > 0 for e in train_entries)
 
 
 def test_cli_objective_flag(manifest, tmp_path):
