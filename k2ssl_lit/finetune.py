@@ -453,7 +453,7 @@ def _ctc_update(model, opt, scaler, batch: dict, cfg: FinetuneConfig, device) ->
 def _dev_entry(step: int, res: dict) -> dict:
     return dict(step=step, cer=res["cer"], wer=res["wer"], blank_share=res["blank_share"], empty_share=res["empty_share"])
 
-# %% ../nbs/12_finetune.ipynb #404ab63a
+# %% ../nbs/12_finetune.ipynb #9209767b
 def _ctc_data(cfg: FinetuneConfig, exp: Path) -> tuple:
     "Read and check the manifests in one pass, before any model is built; build and save the vocabulary."
     train = load_cuts(cfg.train_cuts, "training")
@@ -464,7 +464,7 @@ def _ctc_data(cfg: FinetuneConfig, exp: Path) -> tuple:
     exp.mkdir(parents=True, exist_ok=True); vocab.save(exp / "vocab.json"); cfg.save(exp / "config.yaml")
     return train, dev, texts, vocab
 
-# %% ../nbs/12_finetune.ipynb #71585857
+# %% ../nbs/12_finetune.ipynb #9f94fcca
 def _ctc_start(cfg: FinetuneConfig, vocab_size: int, device) -> tuple:
     "Model, optimizer and grad scaler, the model clock to start from and the number of steps the encoder stays frozen."
     model = build_ctc_model(cfg, vocab_size).to(device).train()
@@ -474,7 +474,7 @@ def _ctc_start(cfg: FinetuneConfig, vocab_size: int, device) -> tuple:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     return model, _optimizer(model, cfg), scaler, clock, cfg.freeze_steps if pretrained else 0
 
-# %% ../nbs/12_finetune.ipynb #e5a1b8cc
+# %% ../nbs/12_finetune.ipynb #d4f2a53c
 class _Checkpoints:
     "Writes last.pt, and best.pt when the dev CER (or, without a dev set, the step) is the best yet."
     def __init__(self, model, vocab, cfg: FinetuneConfig, exp: Path):
@@ -488,7 +488,7 @@ class _Checkpoints:
             self.best = score; save_ctc_checkpoint(self.model, self.vocab, self.exp / "best.pt", **extra)
         return last
 
-# %% ../nbs/12_finetune.ipynb #2a78d1a9
+# %% ../nbs/12_finetune.ipynb #c09f202d
 class _LossLog:
     "The mean training loss over each `every` steps, with the learning rate and the time, kept on the device between logs."
     def __init__(self, every: int, device, progress: bool):
@@ -502,7 +502,7 @@ class _LossLog:
         self.total.zero_(); self.count = 0
         if self.progress: print(f"step {step} loss {self.history[-1]['loss']:.3f} ({seconds:.0f} s)")
 
-# %% ../nbs/12_finetune.ipynb #3caec075
+# %% ../nbs/12_finetune.ipynb #dee96460
 def _ctc_summary(cfg: FinetuneConfig, exp: Path, device, final_dev: dict | None, **run) -> dict:
     "The run's summary, with the test set decoded from the model the run ends with (summary.json)."
     summary = dict(run, checkpoint=str(exp / "best.pt"), pretrained=cfg.pretrained,
@@ -514,7 +514,7 @@ def _ctc_summary(cfg: FinetuneConfig, exp: Path, device, final_dev: dict | None,
     (exp / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
-# %% ../nbs/12_finetune.ipynb #ef73e2b0
+# %% ../nbs/12_finetune.ipynb #ac9ff0e7
 def finetune(cfg: FinetuneConfig, progress: bool = False) -> dict:
     "Fine-tune with CTC as `cfg` says; write checkpoints to cfg.exp_dir; return a summary with the histories."
     seed_everything(cfg.seed)
