@@ -1,4 +1,4 @@
-"""One pre-training step (forward + backward, fp32) of torchaudio's HuBERT Base and of our HuBERT and Zipformer Base.
+"""One pre-training step (forward + backward; fp32, or bf16/fp16 autocast) of HuBERT Base and Zipformer Base models.
 
 The models, all on the same batch (default 4 utterances x 10 s of fixed random waveform with k-means-like labels of
 100 classes, runs of 1-8 frames):
@@ -9,6 +9,9 @@ The models, all on the same batch (default 4 utterances x 10 s of fixed random w
   zipformer        our Zipformer Base with the waveform CNN, linear head, batch clock at 100000 (steady state)
   zipformer@0      the same at batch count 0 (warm-up: layers, modules and positions skipped more often)
   zipformer_fbank  our Zipformer Base with the fbank frontend; fbank is computed from the waveform inside the step
+  icefall_hubert, icefall_zipformer   the k2SSL recipes' own models (HuBERT-CE and Zipformer, Base), built from an
+                   icefall tree outside this repository named by --icefall (see benchmarks/icefall_anchors.py); not
+                   in the default list, and only with --icefall
 
 Our models come from `k2ssl_lit.presets` (`build_model(model_preset(...))`, the models users train, which read raw
 waveforms), or, where that module is missing, are composed from the same parts directly.
@@ -16,10 +19,13 @@ waveforms), or, where that module is missing, are composed from the same parts d
 Each model runs in its own Python process: peak memory is that process's ru_maxrss, next to the ru_maxrss of an idle
 process that imported the same libraries (the baseline, also subtracted). Each process does 1 warm-up step, then
 `--steps` timed steps, all seeded alike so that every step draws the same masks, dropouts and layer skips; the figure
-is the median. Gradients are dropped (set to None) before each step; no optimizer step.
+is the median. Gradients are dropped (set to None) before each step; no optimizer step. `--precision bf16|fp16` runs
+the forward pass under torch.autocast as the trainer does (fp16: the loss scaled by a GradScaler before backward); the
+default fp32 keeps the figures comparable with earlier results.
 
     python benchmarks/step.py [--steps 3] [--batch 4] [--seconds 10] [--device cpu|cuda] [--threads 0]
-                              [--models torchaudio,hubert,zipformer,zipformer@0,zipformer_fbank] [--json OUT]
+                              [--precision fp32|bf16|fp16] [--icefall DIR]
+                              [--models torchaudio,hubert,zipformer,zipformer@0,zipformer_fbank | all] [--json OUT]
                               [--omp-passive]   # OMP_WAIT_POLICY=PASSIVE: use when other processes load the CPUs
     python benchmarks/step.py --profile zipformer     # where one model's step spends its time
 
@@ -33,11 +39,25 @@ import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
 
 MODELS = ("torchaudio", "hubert", "zipformer", "zipformer@0", "zipformer_fbank")
+ANCHORS = ("icefall_hubert", "icefall_zipformer")  # need --icefall DIR
+PRECISIONS = ("fp32", "bf16", "fp16")
+CPU_FP32_ONLY = {  # model -> why it cannot run under autocast on the CPU (skipped there, not failed)
+    "icefall_zipformer": "the recipe's custom autograd functions use torch.cuda.amp.custom_fwd/custom_bwd, so under CPU "
+                         "autocast their backward mixes bf16 and fp32 (ActivationDropoutAndLinear); the recipe trains "
+                         "with autocast on GPUs only",
+}
 AIMS = (  # (name, numerator row, denominator row, what is compared, aim, ">=" or "<=")
     ("torchaudio time / hubert time", "torchaudio", "hubert", "time", 2.0, ">="),
     ("hubert time / zipformer time", "hubert", "zipformer", "time", 2.4, ">="),
     ("zipformer / hubert peak memory", "zipformer", "hubert", "mem", 0.6, "<="),
     ("hubert time / zipformer_fbank time", "hubert", "zipformer_fbank", "time", 5.0, ">="),
+)
+FIGURES = (  # ratios printed without an aim: against the recipes' own models
+    ("icefall_hubert time / icefall_zipformer time", "icefall_hubert", "icefall_zipformer", "time"),
+    ("icefall_hubert time / hubert time", "icefall_hubert", "hubert", "time"),
+    ("icefall_zipformer time / zipformer time", "icefall_zipformer", "zipformer", "time"),
+    ("icefall_hubert time / zipformer time", "icefall_hubert", "zipformer", "time"),
+    ("icefall_zipformer / zipformer peak memory", "icefall_zipformer", "zipformer", "mem"),
 )
 
 
@@ -119,7 +139,12 @@ class OurStep:
         return self.model(wav, lens, labels, generator=torch.Generator(wav.device).manual_seed(1)).loss
 
 
-def build(name: str, num_classes: int):
+def build(name: str, num_classes: int, icefall: str | None = None):
+    if name in ANCHORS:
+        if not icefall: raise ValueError(f"{name} is built from an icefall tree: pass --icefall DIR")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from icefall_anchors import IcefallStep
+        return IcefallStep(name, icefall, num_classes)
     return TorchaudioStep(num_classes) if name == "torchaudio" else OurStep(name, num_classes)
 
 
@@ -128,15 +153,20 @@ def _sync(device):
     if device.startswith("cuda"): torch.cuda.synchronize()
 
 
-def run_step(step, wav, lens, labels, device):
+def run_step(step, wav, lens, labels, device, precision="fp32", scaler=None):
     "Forward + backward of one step, seeded alike every time; returns its wall and CPU (all threads) times in seconds."
+    import random
     import numpy as np
     import torch
+    _import_package()
+    from k2ssl_lit.core import autocast_for
     for p in step.model.parameters(): p.grad = None
-    torch.manual_seed(1234); np.random.seed(1234)  # the same masks, dropouts and skips in every step
+    torch.manual_seed(1234); np.random.seed(1234); random.seed(1234)  # the same masks, dropouts and skips in every step
     _sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
-    step.loss(wav, lens, labels).backward()
+    with autocast_for(device, precision):
+        loss = step.loss(wav, lens, labels)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
     _sync(device)
     return time.perf_counter() - t0, time.process_time() - c0
 
@@ -154,14 +184,15 @@ def worker(name: str, a) -> dict:
     wav, lens, labels = make_batch(a.batch, a.seconds, a.classes)
     if name == "idle":
         return dict(model="idle", peak_gb=maxrss_gb(), threads=torch.get_num_threads())
-    step = build(name, a.classes)
+    step = build(name, a.classes, a.icefall)
     step.model.to(a.device).train()
     wav, lens, labels = wav.to(a.device), lens.to(a.device), labels.to(a.device)
     if a.device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
+    scaler = torch.amp.GradScaler(torch.device(a.device).type) if a.precision == "fp16" else None
     t0 = time.perf_counter()
-    warm, _ = run_step(step, wav, lens, labels, a.device)
-    times, cpus = zip(*[run_step(step, wav, lens, labels, a.device) for _ in range(a.steps)])
-    out = dict(model=name, source=getattr(step, "source", "torchaudio"),
+    warm, _ = run_step(step, wav, lens, labels, a.device, a.precision, scaler)
+    times, cpus = zip(*[run_step(step, wav, lens, labels, a.device, a.precision, scaler) for _ in range(a.steps)])
+    out = dict(model=name, source=getattr(step, "source", "torchaudio"), note=getattr(step, "note", None), precision=a.precision,
                params_M=sum(p.numel() for p in step.model.parameters()) / 1e6,
                warmup_s=warm, times_s=times, median_s=statistics.median(times), cpu_s=cpus,
                median_cpu_s=statistics.median(cpus), peak_gb=maxrss_gb(),
@@ -175,10 +206,11 @@ def profile(name: str, a):
     import torch
     if a.threads: torch.set_num_threads(a.threads)
     wav, lens, labels = make_batch(a.batch, a.seconds, a.classes)
-    step = build(name, a.classes)
+    step = build(name, a.classes, a.icefall)
+    from k2ssl_lit.core import autocast_for
     step.model.to(a.device).train()
     wav, lens, labels = wav.to(a.device), lens.to(a.device), labels.to(a.device)
-    run_step(step, wav, lens, labels, a.device)  # warm-up
+    run_step(step, wav, lens, labels, a.device, a.precision)  # warm-up (--profile: no GradScaler)
 
     # per part: forward hooks time each part's forward; hooks on the gradients of the frontend's and the encoder's
     # outputs mark when the backward pass leaves the head/loss and the encoder (the autograd engine runs them in turn)
@@ -210,7 +242,7 @@ def profile(name: str, a):
         for p in step.model.parameters(): p.grad = None
         torch.manual_seed(1234)
         marks.clear(); mark("start")
-        loss = step.loss(wav, lens, labels)
+        with autocast_for(a.device, a.precision): loss = step.loss(wav, lens, labels)
         mark("fwd_end")
         loss.backward()
         mark("end")
@@ -218,7 +250,7 @@ def profile(name: str, a):
     for h in handles: h.remove()
     med = {k: tuple(statistics.median(r[k][i] for r in runs) for i in (0, 1)) for k in spans}
     med["frontend forward + backward"] = tuple(med["frontend forward"][i] + med["frontend backward"][i] for i in (0, 1))
-    print(f"{name}: one step, median of {a.steps}, {torch.get_num_threads()} threads, {a.device}; "
+    print(f"{name}: one step, median of {a.steps}, {torch.get_num_threads()} threads, {a.device}, {a.precision}; "
           f"load average {os.getloadavg()[0]:.2f}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"  {'part':<38} {'wall':>8} {'share':>6} {'CPU':>8} {'share':>6}")
     tw, tc = med["total"]
@@ -227,7 +259,7 @@ def profile(name: str, a):
 
     from torch.profiler import ProfilerActivity, profile as torch_profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device.startswith("cuda") else [])
-    with torch_profile(activities=acts) as prof: run_step(step, wav, lens, labels, a.device)
+    with torch_profile(activities=acts) as prof: run_step(step, wav, lens, labels, a.device, a.precision)
     key = "self_cuda_time_total" if a.device.startswith("cuda") else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=a.top))
     return med
@@ -242,7 +274,8 @@ def machine(a) -> dict:
 
 def run_in_subprocess(name: str, a) -> dict:
     args = [sys.executable, __file__, f"--worker={name}", f"--steps={a.steps}", f"--batch={a.batch}",
-            f"--seconds={a.seconds}", f"--classes={a.classes}", f"--device={a.device}", f"--threads={a.threads}"]
+            f"--seconds={a.seconds}", f"--classes={a.classes}", f"--device={a.device}", f"--threads={a.threads}",
+            f"--precision={a.precision}"] + ([f"--icefall={a.icefall}"] if a.icefall else [])
     env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if a.omp_passive else {})}
     r = subprocess.run(args, capture_output=True, text=True, env=env)
     if r.returncode: raise RuntimeError(f"{name} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
@@ -262,12 +295,17 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=100, help="label classes (k-means clusters)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch threads for every model (0: PyTorch's default)")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"comma-separated subset of {','.join(MODELS + ANCHORS)} (the last two need --icefall), or 'all': "
+                        "every model, the icefall ones when --icefall is given")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default: comparable with earlier results), or the forward pass under bf16/fp16 autocast")
+    p.add_argument("--icefall", help="an icefall tree (egs/librispeech/SSL inside) for the icefall_* anchor models")
     p.add_argument("--omp-passive", action="store_true",
                    help="OMP_WAIT_POLICY=PASSIVE in every model's process: idle OpenMP threads sleep instead of spinning, "
                         "which keeps the figures sane when other processes load the CPUs")
     p.add_argument("--json", help="write the figures to this file")
-    p.add_argument("--profile", choices=MODELS, help="profile one model instead (in this process) and stop")
+    p.add_argument("--profile", choices=MODELS + ANCHORS, help="profile one model instead (in this process) and stop")
     p.add_argument("--top", type=int, default=20, help="rows of torch.profiler's table with --profile")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -275,7 +313,12 @@ def main(argv=None):
     if a.profile: return profile(a.profile, a)
 
     names = [n.strip() for n in a.models.split(",") if n.strip()]
-    if bad := [n for n in names if n not in MODELS]: p.error(f"unknown models {bad}; choose from {MODELS}")
+    if names == ["all"]: names = list(MODELS) + (list(ANCHORS) if a.icefall else [])
+    if bad := [n for n in names if n not in MODELS + ANCHORS]: p.error(f"unknown models {bad}; choose from {MODELS + ANCHORS}")
+    if not a.icefall and (need := [n for n in names if n in ANCHORS]): p.error(f"{need} need --icefall DIR (an icefall tree)")
+    if a.icefall and not (Path(a.icefall) / "egs" / "librispeech" / "SSL").is_dir():
+        p.error(f"--icefall {a.icefall}: no egs/librispeech/SSL there")
+    if a.precision == "fp16" and a.device == "cpu": print("note: fp16 autocast on the CPU is slow and not what CPUs train in")
     info, load0 = machine(a), os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     idle = run_in_subprocess("idle", a)
@@ -283,13 +326,21 @@ def main(argv=None):
           f"{' (' + info['cuda'] + ')' if info['cuda'] else ''}, {idle['threads']} torch threads for every model")
     policy = "PASSIVE (--omp-passive)" if a.omp_passive else os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default)")
     print(f"OMP_WAIT_POLICY: {policy}")
-    print(f"batch: {a.batch} x {a.seconds:g} s of fixed random waveform, {a.classes} label classes; fp32; "
+    print(f"batch: {a.batch} x {a.seconds:g} s of fixed random waveform, {a.classes} label classes; {a.precision}; "
           f"1 warm-up + median of {a.steps} steps; started {started}")
     print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} (1/5/15 min; other processes share the CPUs)")
     print(f"idle process (python + torch + torchaudio + k2ssl_lit imported, batch built): peak RSS {idle['peak_gb']:.2f} GB")
-    rows = {}
+    rows, failed, skipped = {}, {}, {}
     for name in names:
-        r = run_in_subprocess(name, a)
+        if a.device == "cpu" and a.precision != "fp32" and name in CPU_FP32_ONLY:
+            skipped[name] = CPU_FP32_ONLY[name]
+            print(f"  ... {name}: skipped on the CPU in {a.precision}: {skipped[name]}", flush=True)
+            continue
+        try: r = run_in_subprocess(name, a)
+        except RuntimeError as e:  # one model's failure is reported; the others still run
+            failed[name] = str(e)
+            print(f"  ... {name}: FAILED\n{str(e)[-1500:]}", flush=True)
+            continue
         r["peak_net_gb"] = r["peak_gb"] - idle["peak_gb"]
         rows[name] = r
         print(f"  ... {name}: {r['median_s']:.2f} s/step (steps {', '.join(f'{t:.2f}' for t in r['times_s'])}; "
@@ -305,16 +356,24 @@ def main(argv=None):
               f"{r['peak_gb']:>8.2f} "
               f"{r['peak_net_gb']:>9.2f}" + (f" {r['cuda_peak_gb']:>8.2f}" if "cuda_peak_gb" in r else ""))
     print("\nratios (time: wall s/step, judged against the aim; CPU: the same from CPU seconds, less sensitive to other "
-          "processes;\nmemory: peak RSS minus the idle process's):")
+          "processes;\nmemory: " + ("torch's peak CUDA allocation):" if a.device.startswith("cuda") else "peak RSS minus the idle process's):"))
+    mem = "cuda_peak_gb" if a.device.startswith("cuda") else "peak_net_gb"  # on a GPU: torch's peak allocation
+    for n in sorted({r["note"] for r in rows.values() if r.get("note")}): print(f"  {n}")
     aims = []
     for label, num, den, what, aim, op in AIMS:
-        v = ratio(rows, num, den, "median_s" if what == "time" else "peak_net_gb")
+        v = ratio(rows, num, den, "median_s" if what == "time" else mem)
         if v is None: continue
         met = v >= aim if op == ">=" else v <= aim
         cpu = ratio(rows, num, den, "median_cpu_s") if what == "time" else None
         aims.append(dict(name=label, value=v, cpu_value=cpu, aim=aim, op=op, met=met))
         print(f"  {label:<36} {v:5.2f}x{f' (CPU {cpu:.2f}x)' if cpu else ' ' * 13}  aim {op} {aim}x: "
               f"{'met' if met else 'MISSED'}")
+    for label, num, den, what in FIGURES:
+        v = ratio(rows, num, den, "median_s" if what == "time" else mem)
+        if v is None: continue
+        cpu = ratio(rows, num, den, "median_cpu_s") if what == "time" else None
+        aims.append(dict(name=label, value=v, cpu_value=cpu, aim=None, op=None, met=None))
+        print(f"  {label:<36} {v:5.2f}x{f' (CPU {cpu:.2f}x)' if cpu else ' ' * 13}  (the recipes' own models)")
     if "zipformer@0" in rows and "zipformer" in rows:
         print(f"  {'zipformer@0 time / zipformer time':<36} {ratio(rows, 'zipformer@0', 'zipformer', 'median_s'):5.2f}x "
               f"(CPU {ratio(rows, 'zipformer@0', 'zipformer', 'median_cpu_s'):.2f}x)  batch count 0 vs 100000")
@@ -323,9 +382,10 @@ def main(argv=None):
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(dict(
             machine=info, started=started, load_start=load0, load_end=load1, threads=idle["threads"],
-            omp_wait_policy=policy, batch=a.batch, seconds=a.seconds, classes=a.classes, steps=a.steps, idle_peak_gb=idle["peak_gb"],
-            models=rows, aims=aims), indent=1))
+            omp_wait_policy=policy, precision=a.precision, icefall=a.icefall, batch=a.batch, seconds=a.seconds, classes=a.classes, steps=a.steps, idle_peak_gb=idle["peak_gb"],
+            models=rows, aims=aims, failed=failed, skipped=skipped), indent=1))
         print(f"figures written to {a.json}")
+    if failed: raise SystemExit(f"failed: {', '.join(failed)}")
     return rows
 
 
