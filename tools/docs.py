@@ -59,6 +59,13 @@ def _for_reader(cell) -> bool:
     return "hide" not in (getattr(cell, "directives_", {}) or {})
 
 
+def run_cells(shell, nb, nb_path: Path, skip) -> None:
+    "Run `nb`'s cells in `shell` from the notebook's folder, as nbdev_test does, but those where `skip(cell)`."
+    cwd = os.getcwd(); os.chdir(nb_path.parent)
+    try: shell.run_all(nb, exc_stop=True, preproc=skip)
+    finally: os.chdir(cwd)
+
+
 def execute(nb_path: Path) -> tuple[str, float, str]:
     "Run one notebook as `nbdev_test` does (same skips, in nbs/) and write its executed, reader's copy to _docs_src/."
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -70,13 +77,8 @@ def execute(nb_path: Path) -> tuple[str, float, str]:
     start = time.time()
     nb = NBProcessor(nb_path, procs=FrontmatterProc, process=True).nb  # also strips the `#|` lines into directives_
     shell, error = CaptureShell(nb_path), ""
-    cwd = os.getcwd(); os.chdir(nb_path.parent)
-    try:
-        shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type != "code" or _skipped(c))
-    except Exception:
-        error = shell.prettytb(fname=nb_path)
-    finally:
-        os.chdir(cwd)
+    try: run_cells(shell, nb, nb_path, skip=lambda c: c.cell_type != "code" or _skipped(c))
+    except Exception: error = shell.prettytb(fname=nb_path)
     for cell in nb.cells:
         if cell.cell_type == "markdown": cell.source = html_links(cell.source)
         if cell.cell_type != "code": continue

@@ -10,9 +10,10 @@ saves the figures under nbs/assets/readme/. Edit the notebook, then run:
 import argparse, base64, os, re, sys
 from pathlib import Path
 
+from docs import SKIP_FLAGS, run_cells  # the docs build's skips and way of running a notebook
+
 ROOT = Path(__file__).resolve().parents[1]
 NB, README, FIGURES = ROOT / "nbs" / "index.ipynb", ROOT / "README.md", ROOT / "nbs" / "assets" / "readme"
-SKIP_FLAGS = {"slow", "notest"}
 DIRECTIVE = re.compile(r"^#\|\s*(.*)$", re.M)
 NOTICE = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file. -->"
 
@@ -44,14 +45,20 @@ def _fence(text: str, lang: str = "") -> str:
     return f"```{lang}\n{text.rstrip()}\n```"
 
 
+def _shown(cells):
+    "Each cell a reader sees, with its text for README: prose as it is, code fenced without nbdev's directives."
+    for cell in cells:
+        if cell.cell_type == "markdown": yield cell, root_links(cell.source.strip("\n"))
+        elif cell.cell_type == "code" and "hide" not in directives(cell.source) and shown_code(cell.source):
+            yield cell, _fence(shown_code(cell.source), "python")
+
+
 def render(cells, save_figure=None) -> str:
     "Markdown for README from notebook cells; `save_figure(png_bytes) -> path` is called for each figure shown."
     blocks = [NOTICE]
-    for cell in cells:
-        if cell.cell_type == "markdown": blocks.append(root_links(cell.source.strip("\n"))); continue
-        if cell.cell_type != "code" or "hide" in directives(cell.source) or not shown_code(cell.source): continue
-        blocks.append(_fence(shown_code(cell.source), "python"))
-        for out in cell.get("outputs", []) if save_figure else []:
+    for cell, text in _shown(cells):
+        blocks.append(text)
+        for out in cell.get("outputs", []) if save_figure and cell.cell_type == "code" else []:
             data = out.get("data", {})
             if out.get("output_type") == "stream" and out.get("name") == "stdout": blocks.append(_fence("".join(out["text"])))
             elif "image/png" in data: blocks.append(f"![]({save_figure(base64.b64decode(data['image/png']))})")
@@ -64,9 +71,8 @@ def executed_cells():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
-    nb, shell = read_nb(NB), CaptureShell(NB, mpl_format="png")
-    os.chdir(NB.parent)
-    shell.run_all(nb, exc_stop=True, preproc=lambda c: not _runs(c))
+    nb = read_nb(NB)
+    run_cells(CaptureShell(NB, mpl_format="png"), nb, NB, skip=lambda c: not _runs(c))
     return nb.cells
 
 
@@ -90,20 +96,11 @@ def write() -> None:
 def stale_parts(readme: str, cells) -> list[str]:
     "Text of the notebook (prose and code) that README.md lacks, in order: empty when it is up to date."
     missing, pos = [], 0
-    for block in _blocks(cells):
+    for _, block in _shown(cells):
         at = readme.find(block, pos)
         if at < 0: missing.append(block[:80])
         else: pos = at + len(block)
     return missing
-
-
-def _blocks(cells) -> list[str]:
-    out = []
-    for cell in cells:
-        if cell.cell_type == "markdown": out.append(root_links(cell.source.strip("\n")))
-        elif cell.cell_type == "code" and "hide" not in directives(cell.source) and shown_code(cell.source):
-            out.append(_fence(shown_code(cell.source), "python"))
-    return out
 
 
 if __name__ == "__main__":
