@@ -69,15 +69,21 @@ def test_two_ranks_disjoint(manifest, tmp_path):
     assert model.config.encoder == "zipformer"
 
 
+def _straight_and_resumed(make_cfg, manifest, tmp_path, k: int):
+    "2k steps straight; k steps, then a resumed run to 2k; on 8 cuts (3 batches per epoch: 2k crosses an epoch)."
+    small = tmp_path / "small.jsonl.gz"
+    open_cuts(manifest).subset(first=8).to_eager().to_file(small)
+    kw = dict(train_cuts=str(small), num_buckets=4, checkpoint_every=100, max_epochs=5)
+    a = train(make_cfg(manifest, tmp_path / "straight", max_steps=2 * k, **kw))
+    b1 = train(make_cfg(manifest, tmp_path / "resumed", max_steps=k, **kw))
+    b2 = train(make_cfg(manifest, tmp_path / "resumed", max_steps=2 * k, **kw))
+    return a, b1, b2
+
+
 def test_resume_equals_straight(manifest, tmp_path):
     "(b) 2k steps straight == k steps, stop, resume, k more: same batches, parameters within 1e-6 (fp32)."
-    small = tmp_path / "small.jsonl.gz"
-    open_cuts(manifest).subset(first=8).to_eager().to_file(small)  # 3 batches per epoch: 2k crosses an epoch
     k = 3
-    kw = dict(train_cuts=str(small), num_buckets=4, checkpoint_every=100, max_epochs=5)
-    a = train(_cfg(manifest, tmp_path / "straight", max_steps=2 * k, **kw))
-    b1 = train(_cfg(manifest, tmp_path / "resumed", max_steps=k, **kw))
-    b2 = train(_cfg(manifest, tmp_path / "resumed", max_steps=2 * k, **kw))
+    a, b1, b2 = _straight_and_resumed(_cfg, manifest, tmp_path, k)
     assert (a["steps"], b1["steps"], b2["steps"]) == (2 * k, k, 2 * k)
     assert b2["resumed_from"].endswith(f"step-{k:08d}.pt")
     assert a["epochs"] >= 1, "the run should cross an epoch boundary"

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import torch
 
-from k2ssl_lit.optim import OptimConfig
 from k2ssl_lit.presets import load_checkpoint, load_pretrained
-from k2ssl_lit.train import TrainConfig, latest_checkpoint, open_cuts, train
+from k2ssl_lit.train import TrainConfig, latest_checkpoint
 
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+from test_train import ENV, _cfg as _kmeans_cfg, _straight_and_resumed
 
 
 def _cfg(manifest, exp, **kw) -> TrainConfig:
-    optim = OptimConfig(base_lr=0.02, warmup_batches=3, lr_batches=100, lr_epochs=10, ref_duration=20.0)
-    base = dict(preset="zipformer_tiny", num_classes=20, train_cuts=str(manifest), exp_dir=str(exp), max_samples=16_000,
-                max_duration=20.0, accum_grad=1, num_buckets=10, optim=optim, log_every=1, progress=False,
-                log_batches=True, device="cpu", objective="mt4ssl")
-    return TrainConfig(**(base | kw))
+    return _kmeans_cfg(manifest, exp, **({"objective": "mt4ssl"} | kw))
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -28,13 +23,8 @@ def _max_diff(a: dict, b: dict) -> float:
 
 def test_resume_with_teacher_equals_straight(manifest, tmp_path):
     "2k steps straight == k steps, stop, resume, k more: student, teacher, EMA step and losses (fp32)."
-    small = tmp_path / "small.jsonl.gz"
-    open_cuts(manifest).subset(first=8).to_eager().to_file(small)  # 3 batches per epoch: 2k crosses an epoch
     k = 3
-    kw = dict(train_cuts=str(small), num_buckets=4, checkpoint_every=100, max_epochs=5)
-    a = train(_cfg(manifest, tmp_path / "straight", max_steps=2 * k, **kw))
-    b1 = train(_cfg(manifest, tmp_path / "resumed", max_steps=k, **kw))
-    b2 = train(_cfg(manifest, tmp_path / "resumed", max_steps=2 * k, **kw))
+    a, b1, b2 = _straight_and_resumed(_cfg, manifest, tmp_path, k)
     assert b2["resumed_from"].endswith(f"step-{k:08d}.pt") and b2["steps"] == 2 * k
     ca, cb = load_checkpoint(a["last_checkpoint"]), load_checkpoint(b2["last_checkpoint"])
     assert ca["ema_step"] == cb["ema_step"] == 2 * k and int(cb["teacher"]["num_updates"]) == 2 * k
