@@ -21,9 +21,9 @@ from .ssl import SSLConfig, SSLModel
 from .zipformer import ZipformerConfig, ZipformerEncoder, zipformer_base, zipformer_large, zipformer_tiny
 
 # %% auto #0
-__all__ = ['ENCODERS', 'FRONTENDS', 'PRESETS', 'WaveformFbankFrontend', 'ModelConfig', 'model_preset', 'build_frontend',
-           'build_encoder', 'build_model', 'preset_table', 'atomic_save', 'load_checkpoint', 'save_pretrained',
-           'load_pretrained', 'LayerFeatures', 'layer_feature_fn']
+__all__ = ['ENCODERS', 'FRONTENDS', 'PRESETS', 'COMPILE_MODES', 'WaveformFbankFrontend', 'ModelConfig', 'model_preset',
+           'build_frontend', 'build_encoder', 'build_model', 'preset_table', 'encoder_layers', 'compile_model',
+           'atomic_save', 'load_checkpoint', 'save_pretrained', 'load_pretrained', 'LayerFeatures', 'layer_feature_fn']
 
 # %% ../nbs/08a_presets.ipynb #e426cc8d
 class WaveformFbankFrontend(nn.Module):
@@ -156,6 +156,24 @@ def preset_table(num_classes: int = 100) -> list[dict]:
         rows.append(dict(preset=name, frontend=model.config.frontend, frontend_M=front / 1e6, encoder_M=enc / 1e6,
                          total_M=total / 1e6))
     return rows
+
+# %% ../nbs/08a_presets.ipynb #64345853
+COMPILE_MODES = ("none", "layers", "model")
+
+def encoder_layers(model: SSLModel) -> list[nn.Module]:
+    "The encoder's repeated layers, in order (every Zipformer stack's layers, or HuBERT's Transformer layers)."
+    enc = model.encoder
+    return [layer for stack in enc.stacks for layer in stack.layers] if hasattr(enc, "stacks") else list(enc.layers)
+
+def compile_model(model: SSLModel, mode: str = "layers", # "layers": each encoder layer; "model": the whole model
+                  backend: str = "inductor", exact_random: bool = True, # draw random numbers as eager code does
+                 ) -> SSLModel:
+    "Compile `model` in place with torch.compile (names and state_dict unchanged); mode 'none' leaves it as it is."
+    if mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    if mode == "none": return model
+    options = {"fallback_random": True} if exact_random and backend == "inductor" else None
+    for module in encoder_layers(model) if mode == "layers" else [model]: module.compile(backend=backend, options=options)
+    return model
 
 # %% ../nbs/08a_presets.ipynb #66a70758
 def atomic_save(obj, path) -> Path:
