@@ -33,6 +33,8 @@ import argparse, datetime, json, os, platform, re, shlex, signal, subprocess, sy
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path: sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import commit  # noqa: E402
 PARTS = ("tests", "step", "kmeans")
 BUDGET_S, DRY_BUDGET_S = 480, 900                    # the whole check: 8 minutes on a GPU; the CPU dry run, 15
 TIMEOUTS = {"tests": 110, "step": 220, "kmeans": 130}  # seconds per part on a GPU (sum + overhead < BUDGET_S)
@@ -128,15 +130,6 @@ def machine(dry_run: bool) -> list[str]:
     return out
 
 
-def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "k2ssl_lit", "benchmarks", "tests"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return (sha or "unknown") + (" (with uncommitted changes in k2ssl_lit/, benchmarks/ or tests/)" if dirty else "")
-    except OSError: return "unknown"
-
-
 def summarise(part: str, r: dict, step_json: Path | None) -> list[str]:
     "The figures worth reading first, from a part's output (and the step benchmark's JSON)."
     out = r["output"]
@@ -189,7 +182,7 @@ def main(argv=None) -> int:
     title = "GPU check" + (" - CPU DRY RUN (no GPU; small sizes; not GPU figures)" if a.dry_run else "")
     lines = [f"# {title}, {now:%Y-%m-%d %H:%M} UTC", "",
              f"Written by `benchmarks/gpu_check.py {shlex.join(argv if argv is not None else sys.argv[1:])}`; "
-             f"commit {commit()}; {total:.0f} s in all (budget {a.budget:.0f} s).", "", "## Machine", ""]
+             f"commit {commit('k2ssl_lit', 'benchmarks', 'tests')}; {total:.0f} s in all (budget {a.budget:.0f} s).", "", "## Machine", ""]
     lines += [f"- {l}" for l in info]
     lines += [f"- icefall anchors: {'from ' + a.icefall if a.icefall else 'not run (no icefall tree: --icefall DIR)'}", "",
               "## Summary", "", "| part | status | seconds (timeout) |", "| --- | --- | --- |"]

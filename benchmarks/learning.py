@@ -24,6 +24,8 @@ import torch
 from k2ssl_lit.demo import DemoConfig, run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path: sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import commit  # noqa: E402
 
 
 def figures(r: dict) -> dict[str, float]:
@@ -71,15 +73,6 @@ def aims(mean: dict, minutes: float) -> list[tuple[str, bool]]:
 def machine() -> str:
     cpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     return f"{platform.machine()}, {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nbs", "k2ssl_lit"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return rev + (" (with uncommitted changes)" if dirty else "")
-    except OSError: return "unknown"
 
 
 PAIRED = (("pretrain/{}/dev_masked_acc", "dev masked accuracy"), ("units/{}/test_pnmi", "iteration-2 units PNMI (test)"),
@@ -143,7 +136,7 @@ def main():
     presets = ("zipformer_tiny", "hubert_tiny") if a.compare_hubert else ("zipformer_tiny",)
     objectives = ("kmeans", "mt4ssl") if a.mt4ssl else ("kmeans",)
     tag = f"learning_{time.strftime('%Y-%m-%d')}_{a.minutes:g}min" + ("_hubert" if a.compare_hubert else "") + ("_mt4ssl" if a.mt4ssl else "")
-    runs, revs, rev = {}, {}, commit()  # the code that runs: read before the first seed
+    runs, revs, rev = {}, {}, commit("nbs", "k2ssl_lit")  # the code that runs: read before the first seed
     for seed in a.seeds:
         out = Path(a.work) / f"{tag}_seed{seed}"
         done = out / "results.json"

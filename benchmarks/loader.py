@@ -46,6 +46,8 @@ import argparse, datetime, gc, json, math, os, platform, statistics, subprocess,
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path: sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import commit  # noqa: E402
 KINDS = ("wave", "fbank@loader")
 MANIFESTS = ("eager", "lazy", "shar")
 MODELS = ("zipformer", "hubert", "zipformer_fbank")
@@ -121,15 +123,6 @@ def given_from_step_json(path) -> dict:
            for name, r in d["models"].items()}
     if not out: raise ValueError("no models in it")
     return out
-
-
-def commit() -> str:
-    try:
-        c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *SOURCES], cwd=ROOT, capture_output=True, text=True).stdout
-        changed = [l[3:] for l in dirty.splitlines()]
-        return (c or "unknown") + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
-    except OSError: return "unknown"
 
 
 def machine() -> dict:
@@ -280,7 +273,7 @@ def main(argv=None):
     sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
     lines = []
     def log(s=""): print(s, flush=True); lines.append(s)
-    info, rev, load0 = machine(), commit(), os.getloadavg()
+    info, rev, load0 = machine(), commit(*SOURCES), os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     log(f"machine: {info['processor']}, {info['cpus']} CPUs, {info['platform']}; python {info['python']}, "
         f"torch {info['torch']} ({info['torch_threads']} threads), lhotse {info['lhotse']}; OMP_WAIT_POLICY {info['omp_wait_policy']}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import commit  # noqa: E402
 
 
 def maxrss_mb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
@@ -95,7 +96,7 @@ def main():
             for arm, rs in res.items()}
     off, on = arms["off"], arms["on"]
     dev = torch.cuda.get_device_name(0) if a.device == "cuda" else f"{os.cpu_count()} CPU cores"
-    machine = f"{platform.machine()}, {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = f"{platform.machine()}, {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads; commit {commit()}"
     text = (f"MT4SSL teacher cost per step, {a.preset}, {a.batch} x {a.seconds:g} s, {a.device} ({machine}), "
             f"{time.strftime('%Y-%m-%d')}; median of {a.steps} steps x {a.repeats} processes per arm\n"
             f"  teacher off: {off['seconds']:.3f} s/step (fastest {off['fastest']:.3f}), peak {off['peak_mb']:.0f} MB\n"

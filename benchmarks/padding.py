@@ -24,6 +24,9 @@ try: import k2ssl_lit  # noqa: F401
 except ImportError: sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, not installed
 from k2ssl_lit.data import make_sampler, waste
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import commit, machine  # noqa: E402
+
 
 def librispeech_like(n: int, seed: int = 0) -> np.ndarray:
     """Durations shaped like LibriSpeech training utterances: 2-35 s, mean about 12 s.
@@ -82,6 +85,7 @@ def main(argv=None):
     p.add_argument("--corpus-max-duration", type=float, default=60.0, help="seconds per batch on the small corpus")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    print(f"machine: {machine()}; commit {commit()}; {time.strftime('%Y-%m-%d %H:%M')}")
     compare("LibriSpeech-like synthetic durations", duration_cuts(librispeech_like(a.num_cuts, a.seed)),
             a.max_duration, a.seed)
     try:

@@ -15,6 +15,9 @@ with 2 MB pages; `--allocators` runs the measurement once without and once with 
 import argparse, os, resource, statistics, subprocess, sys, time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import commit, machine  # noqa: E402
+
 
 def measure(batch: int, seconds: float, reps: int, threads: int):
     import torch
@@ -36,6 +39,7 @@ def measure(batch: int, seconds: float, reps: int, threads: int):
 
     (y1, g1), (y2, g2) = step(models["matmul"]), step(models["conv1d"])
     grad_err = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item() for a, b in zip(g1, g2))
+    print(f"machine: {machine()}; commit {commit()}")
     print(f"{batch} x {seconds:g} s, {torch.get_num_threads()} threads, THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}: frames max |diff| {(y1 - y2).abs().max().item():.1e}, "
           f"gradients max relative diff {grad_err:.1e}")
