@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_train.ipynb #264e2fbc
 from __future__ import annotations
-import contextlib, json, math, os, random, re, shutil, signal, sys, threading, time, warnings
+import contextlib, json, math, os, random, re, shutil, signal, sys, threading, time, uuid, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -111,11 +111,12 @@ def model_clock(step: int, # optimizer steps taken so far (all epochs)
 # %% ../nbs/11_train.ipynb #b61a9228
 @dataclass
 class DistInfo:
-    "Where this process sits: rank, world size, local rank and its device."
+    "Where this process sits: rank, world size, local rank, its device and torchrun's restart count."
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    restart: int = field(default_factory=lambda: int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)))  # torchrun's (nodes' largest)
     @property
     def is_main(self) -> bool: return self.rank == 0
     @property
@@ -129,18 +130,40 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
     dev = pick_device(device, local)
     if dev.type == "cuda": torch.cuda.set_device(dev)
-    if not dist.is_initialized(): _init_group("nccl" if dev.type == "cuda" else "gloo", rank, world)
-    return DistInfo(rank, world, local, dev)
+    if dist.is_initialized(): return DistInfo(rank, world, local, dev)
+    return DistInfo(rank, world, local, dev, _init_group("nccl" if dev.type == "cuda" else "gloo", rank, world))
 
 # %% ../nbs/11_train.ipynb #dad62255
-def _init_group(backend: str, rank: int, world: int):
-    "init_process_group on torchrun's store, with keys prefixed by the restart count."
+def _group_prefix(store, rank: int, world: int, timeout: float = 300.0) -> str:
+    "A store prefix that every rank of this worker group agrees on and that no earlier group of the run used."
+    nonce = uuid.uuid4().hex
+    if rank != 0:  # ask rank 0 under a fresh nonce; only this process can read the answer
+        store.set(f"k2ssl/hello/{rank}", nonce)
+        prefix = store.get(f"k2ssl/answer/{nonce}").decode()  # waits (the store's timeout) for rank 0
+        store.set(f"{prefix}/ack/{rank}", "1")
+        return prefix
+    prefix = f"k2ssl/group_{store.add('k2ssl/groups', 1)}_{nonce}"
+    waiting, deadline = set(range(1, world)), time.monotonic() + timeout
+    while waiting:  # answer every rank's latest question (a dead worker's too) until each has acknowledged
+        for k in sorted(waiting):
+            if store.check([f"{prefix}/ack/{k}"]): waiting.discard(k)
+            elif store.check([f"k2ssl/hello/{k}"]): store.set(f"k2ssl/answer/{store.get(f'k2ssl/hello/{k}').decode()}", prefix)
+        if waiting and time.monotonic() > deadline:
+            raise TimeoutError(f"ranks {sorted(waiting)} did not join the process group within {timeout:.0f} s")
+        if waiting: time.sleep(0.02)
+    return prefix
+
+def _init_group(backend: str, rank: int, world: int) -> int:
+    "init_process_group on torchrun's store under a prefix fresh to this attempt; the group's restart count."
     env = os.environ
     agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=not agent_store and rank == 0,
                           multi_tenant=True)
-    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend, store=dist.PrefixStore(f"k2ssl/attempt_{attempt}", store), rank=rank, world_size=world)
+    prefix = _group_prefix(store, rank, world)
+    store.set(f"{prefix}/restart/{rank}", env.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    restart = max(int(store.get(f"{prefix}/restart/{k}")) for k in range(world))
+    dist.init_process_group(backend, store=dist.PrefixStore(prefix, store), rank=rank, world_size=world)
+    return restart
 
 # %% ../nbs/11_train.ipynb #5c94d40c
 def needs_unused_parameters(cfg: ModelConfig) -> tuple[bool, str]:
@@ -283,7 +306,7 @@ def previous_run(cfg: TrainConfig, info: DistInfo) -> tuple[Path | None, dict | 
     "(checkpoint path, contents, folder the old run was moved to): resume, or move aside with resume=False."
     exp, found = Path(cfg.exp_dir), checkpoint_paths(cfg.exp_dir)
     if not found: return None, None, None
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0  # torchrun restarting this run: resume it
+    restarted = info.restart > 0  # torchrun restarting this run: resume it
     if not cfg.resume and not restarted:
         moved = move_aside(exp) if info.is_main else None
         if info.distributed: dist.barrier()
@@ -533,7 +556,7 @@ def _validate(run: _Run):
 def _log_batch(run: _Run, batch: dict | None, micro: int):
     if run.batch_log is None: return
     rec = {"step": run.state.step, "epoch": run.state.epoch, "micro": micro, "pid": os.getpid(),
-           "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
+           "restart": run.info.restart,
            "cut_ids": batch["cut_ids"] if batch is not None else None}
     run.batch_log.write(json.dumps(rec) + "\n"); run.batch_log.flush()
 
