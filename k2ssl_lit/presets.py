@@ -172,6 +172,8 @@ def compile_model(model: SSLModel, mode: str = "layers", # "layers": each encode
     if mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
     if mode == "none": return model
     options = {"fallback_random": True} if exact_random and backend == "inductor" else None
+    if mode == "layers":  # one compiled entry per layer width: the Zipformer's stacks need more than the default 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for module in encoder_layers(model) if mode == "layers" else [model]: module.compile(backend=backend, options=options)
     return model
 

@@ -22,7 +22,7 @@ from .data import (InputError, SSLDataset, filter_duration, make_dataloader, mak
                             try_load_wave, validate_labels)
 from .mt4ssl import EMATeacher, with_objective
 from .optim import OptimConfig, build_optimizer, reference_batches
-from .presets import ModelConfig, atomic_save, build_model, load_checkpoint, model_preset
+from .presets import COMPILE_MODES, ModelConfig, atomic_save, build_model, compile_model, load_checkpoint, model_preset
 from .scaling import load_whiten_state, set_batch_count, whiten_state
 from .ssl import OBJECTIVES, OnlineTargetConfig, masked_prediction_rates, masked_prediction_sums
 
@@ -63,6 +63,7 @@ class TrainConfig(Config):
     max_minutes: float = 0.0                # wall-clock budget; stop cleanly with a checkpoint (0: no limit)
     accum_grad: int = 4                     # micro-batches per optimizer step (k2SSL: 4)
     precision: str = "fp32"                 # "fp32", "bf16" or "fp16" (fp16 uses a GradScaler)
+    compile: str = "none"                   # torch.compile: "none" (eager), "layers" (each encoder layer), "model"
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule_clock: str = "steps"           # "steps": Eden on optimizer steps (icefall); "audio": both on audio seen
     model_clock_every: int = 10             # optimizer steps between updates of the model's clock ("steps" only)
@@ -80,6 +81,7 @@ class TrainConfig(Config):
 
     def __post_init__(self):  # InputError (a ValueError): the command prints it on one line
         if self.precision not in PRECISIONS: raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.compile not in COMPILE_MODES: raise InputError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.objective is not None and self.objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.schedule_clock not in CLOCKS: raise InputError(f"schedule_clock must be one of {CLOCKS}, got {self.schedule_clock!r}")
@@ -524,6 +526,7 @@ class _Run:
         if self.model.cfg.objective == "mt4ssl":
             self.teacher = EMATeacher(self.model.encoder, self.model.cfg.online).to(info.device)
             if self.ckpt: self.teacher.load_state_dict(self.ckpt["teacher"])
+        compile_model(self.model, cfg.compile)  # last: the teacher is a copy of the eager encoder
         self.sampler = make_sampler(train_cuts, cfg.max_duration, cfg.num_buckets, shuffle=True,
                                     drop_last=True, seed=cfg.seed, world_size=info.world_size, rank=info.rank)
         self.dataset = _CountingDataset(SSLDataset("crop", cfg.label_key, cfg.max_samples))
@@ -706,6 +709,7 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
                  max_duration: float = None, # seconds per batch per rank
                  max_steps: int = None, max_epochs: int = None, max_minutes: float = None,
                  accum_grad: int = None, precision: str = None, # fp32, bf16 or fp16
+                 compile: str = None, # torch.compile: none, layers (each encoder layer) or model
                  num_workers: int = None, device: str = None, seed: int = None,
                  objective: str = None, # "kmeans" (the default: k-means units) or "mt4ssl" (plus an EMA teacher's targets)
                  ema_anneal_updates: int = None, # mt4ssl: updates over which the EMA decay rises (default 30000)
@@ -717,7 +721,7 @@ def pretrain_cli(config: str = None, # TrainConfig file (.yaml/.json); options b
     try: res = _pretrain(config, dict(preset=preset, num_classes=num_classes, train_cuts=train_cuts, dev_cuts=dev_cuts,
                          exp_dir=exp_dir, max_duration=max_duration, max_steps=max_steps, max_epochs=max_epochs,
                          max_minutes=max_minutes, accum_grad=accum_grad, precision=precision, num_workers=num_workers,
-                         device=device, seed=seed, objective=objective), set, fresh, ema_anneal_updates)
+                         device=device, seed=seed, objective=objective, compile=compile), set, fresh, ema_anneal_updates)
     except (InputError, FileNotFoundError) as e: raise SystemExit(f"k2ssl-pretrain: {e}") from None
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, indent=1))
