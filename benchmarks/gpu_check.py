@@ -16,6 +16,13 @@ The parts (commands as run; `--dry-run` in brackets):
           Zipformer with fbank, and with --icefall the recipes' HuBERT-CE and Zipformer), with the ratios of that run
   kmeans  benchmarks/kmeans_assign.py --device cuda [cpu] --frames 1000000 [20000] --dim 768 --k 500 --repeats 3 [1]:
           exact assignment on the GPU against scikit-learn's predict on the CPU, labels checked against float64
+Extra parts, run only when named (`--parts tests,step,kmeans,loader,compile` or `--parts all`; their timeouts are
+added to the budget):
+  loader  benchmarks/loader.py --kinds=wave --models=zipformer --corpus-hours=0.1 [--quick] --gpu-step-json STEP:
+          audio seconds per second that the lhotse loader delivers on this machine's CPUs (0/1/2 workers; eager, lazy,
+          Shar), against the GPU steps the step part just measured: how many loader workers the GPU needs
+  compile benchmarks/compile_step.py --device cuda --precision bf16 --models hubert,zipformer --modes layers
+          [--device cpu --models hubert --batch 1 --seconds 2 --steps 1]: torch.compile against eager, same run
 
 The icefall anchors need an icefall tree outside the repository (nothing of icefall is committed): `--icefall DIR`, or
 $ICEFALL_DIR, or `.dev/icefall` when that folder exists (.dev/ is git-ignored; a remote run must carry it). To make one
@@ -35,10 +42,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path: sys.path.insert(0, str(ROOT / "benchmarks"))
 from provenance import commit  # noqa: E402
-PARTS = ("tests", "step", "kmeans")
+PARTS = ("tests", "step", "kmeans")                 # the 8-minute check
+EXTRA_PARTS = ("loader", "compile")                 # only when asked for (--parts ...,loader,compile or --parts all)
 BUDGET_S, DRY_BUDGET_S = 480, 900                    # the whole check: 8 minutes on a GPU; the CPU dry run, 15
-TIMEOUTS = {"tests": 110, "step": 220, "kmeans": 130}  # seconds per part on a GPU (sum + overhead < BUDGET_S)
-DRY_TIMEOUTS = {"tests": 240, "step": 420, "kmeans": 120}  # the CPU dry run: correctness of the script, not figures
+TIMEOUTS = {"tests": 110, "step": 220, "kmeans": 130,  # seconds per part on a GPU (sum + overhead < BUDGET_S)
+            "loader": 90, "compile": 360}            # extra parts: their time is added to the budget
+DRY_TIMEOUTS = {"tests": 240, "step": 420, "kmeans": 120,  # the CPU dry run: correctness of the script, not figures
+                "loader": 120, "compile": 300}
 
 
 def parse_args(argv=None):
@@ -47,7 +57,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--dry-run", action="store_true", help="run the same parts on the CPU at small sizes")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma-separated subset of {','.join(PARTS + EXTRA_PARTS)}, or 'all' (default: {','.join(PARTS)})")
     p.add_argument("--icefall", default=None, help="icefall tree for the recipe anchors (default: $ICEFALL_DIR, .dev/icefall)")
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results/gpu_check_<date>.md; "
                                                "with --dry-run /tmp/gpu_check_<date>_cpu_dryrun.md)")
@@ -56,13 +67,17 @@ def parse_args(argv=None):
     p.add_argument("--kmeans-frames", type=int, default=None, help="frames for the k-means part (default 1M; dry run 20k)")
     a = p.parse_args(argv)
     a.parts = [x.strip() for x in a.parts.split(",") if x.strip()]
-    if bad := [x for x in a.parts if x not in PARTS]: p.error(f"unknown parts {bad}; choose from {','.join(PARTS)}")
+    if a.parts == ["all"]: a.parts = list(PARTS + EXTRA_PARTS)
+    if bad := [x for x in a.parts if x not in PARTS + EXTRA_PARTS]:
+        p.error(f"unknown parts {bad}; choose from {','.join(PARTS + EXTRA_PARTS)} or all")
     if not a.parts: p.error("no parts to run")
     if a.icefall is None:
         a.icefall = os.environ.get("ICEFALL_DIR") or (str(ROOT / ".dev" / "icefall") if (ROOT / ".dev" / "icefall").is_dir() else None)
     if a.icefall and not (Path(a.icefall) / "egs" / "librispeech" / "SSL").is_dir():
         p.error(f"--icefall {a.icefall}: no egs/librispeech/SSL there (see the usage at the top of this script)")
-    if a.budget is None: a.budget = DRY_BUDGET_S if a.dry_run else BUDGET_S
+    if a.budget is None:
+        extra = sum((DRY_TIMEOUTS if a.dry_run else TIMEOUTS)[x] for x in a.parts if x in EXTRA_PARTS)
+        a.budget = (DRY_BUDGET_S if a.dry_run else BUDGET_S) + extra
     if a.budget <= 0: p.error("--budget must be > 0")
     return a
 
@@ -87,6 +102,13 @@ def commands(a) -> dict[str, tuple[list[str], dict]]:
         "step": (step, {}),
         "kmeans": ([py, "benchmarks/kmeans_assign.py", f"--device={dev}", f"--frames={frames}", "--dim=768", "--k=500",
                     f"--repeats={1 if a.dry_run else 3}", "--out=-"], {}),
+        # the lhotse loader on this machine's CPUs against the GPU steps of the step part (workers a GPU needs);
+        # the step part adds --gpu-step-json when it ran
+        "loader": ([py, "benchmarks/loader.py", "--kinds=wave", "--models=zipformer", "--steps=1", "--max-seconds=5",
+                    "--corpus-hours=0.1", "--omp-passive", "--out=-"] + (["--quick"] if a.dry_run else []), {}),
+        "compile": ([py, "benchmarks/compile_step.py", f"--device={dev}", "--modes=layers"]
+                    + (["--models=hubert", "--batch=1", "--seconds=2", "--steps=1"] if a.dry_run
+                       else ["--precision=bf16", "--models=hubert,zipformer", "--timeout=200"]), {}),
     }
 
 
@@ -163,6 +185,7 @@ def main(argv=None) -> int:
     cmds, results = commands(a), {}
     step_json = Path(tempfile.mkdtemp(prefix="gpu_check_")) / "step.json"
     if "step" in a.parts: cmds["step"][0].append(f"--json={step_json}")
+    if "step" in a.parts and not a.dry_run: cmds["loader"][0].append(f"--gpu-step-json={step_json}")
     info = machine(a.dry_run)
     for l in info: print(l)
     for part in a.parts:

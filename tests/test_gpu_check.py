@@ -29,7 +29,7 @@ def test_arguments_and_results_path(tmp_path):
     dry = gc.results_path(d, "2026-12-02")
     assert dry.name == "gpu_check_2026-12-02_cpu_dryrun.md" and ROOT / "benchmarks" / "results" not in dry.parents
     assert gc.results_path(gc.parse_args(["--out", str(tmp_path / "r.md")]), "x") == tmp_path / "r.md"
-    assert sum(gc.TIMEOUTS.values()) + 15 <= gc.BUDGET_S  # the parts fit the 8 minutes with room to write the file
+    assert sum(gc.TIMEOUTS[p] for p in gc.PARTS) + 15 <= gc.BUDGET_S  # the parts fit the 8 minutes with room to write the file
     for bad in (["--parts", "tests,gpu"], ["--parts", ","], ["--icefall", str(tmp_path)], ["--budget", "0"]):
         with pytest.raises(SystemExit): gc.parse_args(bad)
 
@@ -98,3 +98,17 @@ def test_step_arguments():
         with pytest.raises(SystemExit): step.main(argv)
     assert step.PRECISIONS == ("fp32", "bf16", "fp16") and set(step.ANCHORS) == {"icefall_hubert", "icefall_zipformer"}
     with pytest.raises(ValueError, match="--icefall"): step.build("icefall_zipformer", 10, None)
+
+
+def test_extra_parts(tmp_path):
+    "loader and compile run only when named (or with 'all'), add their timeouts to the budget, and the loader part reads "
+    "the GPU steps that the step part writes."
+    assert not set(gc.EXTRA_PARTS) & set(gc.parse_args([]).parts)
+    a = gc.parse_args(["--parts", "all"])
+    assert a.parts == list(gc.PARTS + gc.EXTRA_PARTS)
+    assert a.budget == gc.BUDGET_S + sum(gc.TIMEOUTS[p] for p in gc.EXTRA_PARTS)
+    cmds = gc.commands(a)
+    assert {"--device=cuda", "--precision=bf16", "--modes=layers"} <= set(cmds["compile"][0])
+    assert "benchmarks/loader.py" in cmds["loader"][0] and "--out=-" in cmds["loader"][0]
+    dry = gc.commands(gc.parse_args(["--dry-run", "--parts", "loader,compile"]))
+    assert "--quick" in dry["loader"][0] and {"--device=cpu", "--models=hubert"} <= set(dry["compile"][0])
