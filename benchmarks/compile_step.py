@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import commit  # noqa: E402
 MODELS, MODES = ("hubert", "zipformer", "zipformer_fbank"), ("none", "layers", "model")
 WARMUP_FRACTIONS, NEW_FRACTION = (1.0, 0.9, 0.8), 0.85
 
@@ -79,12 +80,6 @@ def run_in_subprocess(name: str, mode: str, a) -> dict:
     except subprocess.TimeoutExpired: raise RuntimeError(f"{name}/{mode}: no result within --timeout {a.timeout} s")
     if r.returncode: raise RuntimeError(f"{name}/{mode} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def commit() -> str:
-    try: return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError): return "unknown"
 
 
 def main(argv=None):

@@ -38,6 +38,9 @@ from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import commit  # noqa: E402
+
 MODELS = ("torchaudio", "hubert", "zipformer", "zipformer@0", "zipformer_fbank")
 ANCHORS = ("icefall_hubert", "icefall_zipformer")  # need --icefall DIR
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -269,7 +272,8 @@ def machine(a) -> dict:
     import torch
     return dict(cpus=os.cpu_count(), torch=torch.__version__, device=a.device, python=platform.python_version(),
                 processor=platform.processor() or platform.machine(),
-                cuda=torch.cuda.get_device_name() if a.device.startswith("cuda") else None)
+                cuda=torch.cuda.get_device_name() if a.device.startswith("cuda") else None,
+                commit=commit("k2ssl_lit", "benchmarks"))
 
 
 def run_in_subprocess(name: str, a) -> dict:
@@ -323,7 +327,8 @@ def main(argv=None):
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     idle = run_in_subprocess("idle", a)
     print(f"machine: {info['cpus']} CPUs ({info['processor']}), torch {info['torch']}, device {a.device}"
-          f"{' (' + info['cuda'] + ')' if info['cuda'] else ''}, {idle['threads']} torch threads for every model")
+          f"{' (' + info['cuda'] + ')' if info['cuda'] else ''}, {idle['threads']} torch threads for every model; "
+          f"commit {info['commit']}")
     policy = "PASSIVE (--omp-passive)" if a.omp_passive else os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default)")
     print(f"OMP_WAIT_POLICY: {policy}")
     print(f"batch: {a.batch} x {a.seconds:g} s of fixed random waveform, {a.classes} label classes; {a.precision}; "
