@@ -43,6 +43,19 @@ def str2bool(v):
     return v.lower() in ("yes", "true", "t", "y", "1")
 
 
+def swoosh_k2() -> types.ModuleType:
+    "A stand-in `k2` module whose swoosh kernels are their closed-form torch formulas (k2 is not on PyPI)."
+    import torch
+    k2 = types.ModuleType("k2")
+    def fwd(shift, offset): return lambda x: torch.logaddexp(torch.zeros_like(x), x - shift) - 0.08 * x - offset
+    def fwd_deriv(shift, offset): return lambda x: (fwd(shift, offset)(x), torch.sigmoid(x - shift) - 0.08)
+    k2.swoosh_l = k2.swoosh_l_forward = fwd(4.0, 0.035)
+    k2.swoosh_r = k2.swoosh_r_forward = fwd(1.0, 0.313261687)
+    k2.swoosh_l_forward_and_deriv = fwd_deriv(4.0, 0.035)
+    k2.swoosh_r_forward_and_deriv = fwd_deriv(1.0, 0.313261687)
+    return k2
+
+
 def _stub_modules() -> str:
     "k2 (the real one if it imports, else closed-form swoosh), icefall.utils and encoder_interface; returns which k2."
     import torch
@@ -51,14 +64,7 @@ def _stub_modules() -> str:
         import k2  # noqa: F401
         k2_source = "k2 kernels"
     except ImportError:
-        k2 = types.ModuleType("k2")
-        def fwd(shift, offset): return lambda x: torch.logaddexp(torch.zeros_like(x), x - shift) - 0.08 * x - offset
-        def fwd_deriv(shift, offset): return lambda x: (fwd(shift, offset)(x), torch.sigmoid(x - shift) - 0.08)
-        k2.swoosh_l = k2.swoosh_l_forward = fwd(4.0, 0.035)
-        k2.swoosh_r = k2.swoosh_r_forward = fwd(1.0, 0.313261687)
-        k2.swoosh_l_forward_and_deriv = fwd_deriv(4.0, 0.035)
-        k2.swoosh_r_forward_and_deriv = fwd_deriv(1.0, 0.313261687)
-        sys.modules["k2"] = k2
+        sys.modules["k2"] = swoosh_k2()
         k2_source = "k2 swoosh as torch formulas"
     icefall = sys.modules.get("icefall") or types.ModuleType("icefall")
     utils = types.ModuleType("icefall.utils")
@@ -70,7 +76,7 @@ def _stub_modules() -> str:
     return k2_source
 
 
-def _function_from(path: Path, name: str):
+def function_from(path: Path, name: str):
     "One top-level function of a recipe file, compiled alone (the file's other imports need a training setup)."
     tree = ast.parse(path.read_text())
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
@@ -92,7 +98,7 @@ def build(name: str, root, num_classes: int):
     finally:
         sys.path.remove(str(d))
     parser = argparse.ArgumentParser()
-    _function_from(d / arg_file, arg_fn)(parser)
+    function_from(d / arg_file, arg_fn)(parser)
     params = parser.parse_args(["--num-classes", str(num_classes)])
     return hubert_ce.HubertModel(params), k2_source
 

@@ -16,7 +16,6 @@ k2 is not needed: its swoosh kernels are replaced by their closed-form formulas;
 names the models use.
 """
 import argparse
-import ast
 import sys
 import types
 from pathlib import Path
@@ -26,6 +25,8 @@ import torch.nn as nn
 
 ICEFALL_COMMIT = "36e0420c7e3e849a25b3d24dbf913c424f3d23c9"
 OUT = Path(__file__).resolve().parent.parent / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from icefall_anchors import function_from, str2bool, swoosh_k2  # noqa: E402  shared with the step benchmark
 CNN = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2"
 ZIPFORMER_ARGS = ["--num-encoder-layers", "1,1,2,1,1,1", "--downsampling-factor", "1,2,4,8,4,2",
                   "--feedforward-dim", "16,20,24,32,24,20", "--num-heads", "2,2,2,2,2,2",
@@ -39,11 +40,6 @@ HUBERT_ARGS = ["--encoder-layers", "2", "--encoder-embed-dim", "48", "--encoder-
 LENGTHS = (16123, 20560)  # samples: 50 and 64 frames at 50 Hz
 
 
-def str2bool(v):
-    if isinstance(v, bool): return v
-    return v.lower() in ("yes", "true", "t", "y", "1")
-
-
 class AttributeDict(dict):  # the behaviour of icefall.utils.AttributeDict that the models use
     def __getattr__(self, key):
         try: return self[key]
@@ -53,13 +49,7 @@ class AttributeDict(dict):  # the behaviour of icefall.utils.AttributeDict that 
 
 def _stub_modules(root: Path):
     "k2's swoosh kernels as closed-form formulas; icefall.utils and encoder_interface with the names used."
-    k2 = types.ModuleType("k2")
-    def fwd(shift, offset): return lambda x: torch.logaddexp(torch.zeros_like(x), x - shift) - 0.08 * x - offset
-    def fwd_deriv(shift, offset): return lambda x: (fwd(shift, offset)(x), torch.sigmoid(x - shift) - 0.08)
-    k2.swoosh_l = k2.swoosh_l_forward = fwd(4.0, 0.035)
-    k2.swoosh_r = k2.swoosh_r_forward = fwd(1.0, 0.313261687)
-    k2.swoosh_l_forward_and_deriv = fwd_deriv(4.0, 0.035)
-    k2.swoosh_r_forward_and_deriv = fwd_deriv(1.0, 0.313261687)
+    k2 = swoosh_k2()
     icefall = types.ModuleType("icefall"); icefall.__path__ = [str(root / "icefall")]  # icefall.checkpoint is real
     utils = types.ModuleType("icefall.utils")
     utils.torch_autocast = lambda enabled=True, **kw: torch.autocast("cpu", enabled=False)
@@ -67,15 +57,6 @@ def _stub_modules(root: Path):
     icefall.utils = utils
     ei = types.ModuleType("encoder_interface"); ei.EncoderInterface = nn.Module
     sys.modules.update({"k2": k2, "icefall": icefall, "icefall.utils": utils, "encoder_interface": ei})
-
-
-def _function_from(path: Path, name: str):
-    "One top-level function of a recipe file, compiled alone (the file's other imports need a training setup)."
-    tree = ast.parse(path.read_text())
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
-    ns = {"argparse": argparse, "str2bool": str2bool}
-    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(path), "exec"), ns)
-    return ns[name]
 
 
 def _recipe(root: Path, recipe: str):
@@ -132,7 +113,7 @@ def main():
                                           ("hubert", "hubert_ce.py", "add_hubert_arguments", HUBERT_ARGS)):
         d, hubert_ce = _recipe(root, recipe)
         parser = argparse.ArgumentParser()
-        _function_from(d / fn_file, fn_name)(parser)
+        function_from(d / fn_file, fn_name)(parser)
         params = _params(parser.parse_args(argv), recipe)
         torch.manual_seed(1)
         model = hubert_ce.HubertModel(params)
