@@ -67,7 +67,6 @@ def worker(name: str, mode: str, a) -> dict:
                 median_cpu_s=statistics.median(c for _, c in timed), loss=first_loss,
                 graphs=int(counters["stats"].get("unique_graphs", 0)),
                 graph_breaks=int(sum(counters["graph_break"].values())),
-                recompiles=int(sum(v for k, v in counters["recompiles"].items())) if "recompiles" in counters else None,
                 threads=torch.get_num_threads())
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path: sys.path.insert(0, str(ROOT / "benchmarks"))
-from provenance import commit  # noqa: E402
+from provenance import commit, cpu_name  # noqa: E402
 PARTS = ("tests", "step", "kmeans")                 # the 8-minute check
 EXTRA_PARTS = ("loader", "compile")                 # only when asked for (--parts ...,loader,compile or --parts all)
 BUDGET_S, DRY_BUDGET_S = 480, 900                    # the whole check: 8 minutes on a GPU; the CPU dry run, 15
@@ -146,9 +146,7 @@ def machine(dry_run: bool) -> list[str]:
     else: out.append("GPU: none (CPU dry run)")
     out.append(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
                f"python {platform.python_version()}")
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()) \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
-    out.append(f"CPU: {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
+    out.append(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
     return out
 
 

@@ -18,7 +18,7 @@ Checks, then timings:
     python benchmarks/kmeans_assign.py --frames 200000  # quicker
     python benchmarks/kmeans_assign.py --device cuda    # our side on a GPU
 """
-import argparse, copy, datetime, os, platform, subprocess, sys, time
+import argparse, copy, datetime, os, platform, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -31,6 +31,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
 from k2ssl_lit.kmeans import float32_distance_error, nearest_centroid
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import commit, cpu_name  # noqa: E402
 
 
 def predict64(km, x, chunk=100_000):
@@ -54,16 +56,10 @@ def exact_nearest(f, C):
 
 
 def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     blas = ", ".join(sorted({f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info()
                              if i["user_api"] == "blas"}))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "k2ssl_lit/kmeans.py"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        commit += " (k2ssl_lit/kmeans.py modified)" if dirty else ""
-    except OSError: commit = "unknown"
-    return (f"{cpu}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, BLAS: {blas}; commit {commit}")
+    return (f"{cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, BLAS: {blas}; commit {commit('k2ssl_lit/kmeans.py')}")
 
 
 def main():

@@ -16,7 +16,7 @@ see the same corpus, labels and seed; the report adds a paired table (online tar
 of dev masked accuracy, iteration-2 unit PNMI, CTC test CER and the cost per step. The extra cost per step on one
 fixed batch, time and peak memory, is benchmarks/mt4ssl_step.py's.
 """
-import argparse, json, os, platform, statistics, subprocess, sys, time
+import argparse, json, os, platform, statistics, sys, time
 from pathlib import Path
 
 import torch

@@ -42,12 +42,12 @@ main process's small tensor operations (0-worker rows, the fbank) can slow down 
     python benchmarks/loader.py --gpu-step-json step_h200.json --omp-passive
 """
 from __future__ import annotations
-import argparse, datetime, gc, json, math, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, datetime, gc, json, math, os, platform, statistics, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path: sys.path.insert(0, str(ROOT / "benchmarks"))
-from provenance import commit  # noqa: E402
+from provenance import commit, cpu_name  # noqa: E402
 KINDS = ("wave", "fbank@loader")
 MANIFESTS = ("eager", "lazy", "shar")
 MODELS = ("zipformer", "hubert", "zipformer_fbank")
@@ -127,9 +127,7 @@ def given_from_step_json(path) -> dict:
 
 def machine() -> dict:
     import lhotse, torch
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
-        if Path("/proc/cpuinfo").exists() else None
-    return dict(platform=platform.platform(), processor=cpu or platform.processor() or platform.machine(),
+    return dict(platform=platform.platform(), processor=cpu_name(),
                 cpus=os.cpu_count(), python=platform.python_version(), torch=torch.__version__, lhotse=lhotse.__version__,
                 torch_threads=torch.get_num_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset"))
 

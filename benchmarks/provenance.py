@@ -19,12 +19,15 @@ def commit(*paths: str) -> str:
     return (sha or "unknown") + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
 
 
+def cpu_name() -> str:
+    "The CPU's model name (Linux's /proc/cpuinfo), else what the platform module knows."
+    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     "CPU model and count, Python and torch versions (torch only when it is already imported)."
     import sys
-    cpu = platform.processor() or platform.machine()
-    try: cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration): pass
     torch = sys.modules.get("torch")
-    return (f"{cpu}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+    return (f"{cpu_name()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
             + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
